@@ -1,0 +1,140 @@
+/* backend.c: the CPU backend: one arena from the memory planner, per-node prepared state,
+ * and a run that binds the caller's buffers and calls each node's kernel in order. */
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "core/session.h"
+#include "ops/op.h"
+
+typedef struct cpu_ctx {
+    void *arena;
+    void **data;   /* per tensor: its buffer (constants, arena slots; bound per run for I/O) */
+    int *alias;    /* per tensor: the tensor whose storage a view output shares, or -1 */
+    void **state;  /* per node: cpu_prepare's state */
+    int nthreads;
+} cpu_ctx;
+
+enum { CPU_ALIGN = 64 };
+
+static void cpu_release(zci_session *s)
+{
+    cpu_ctx *c = s->be_ctx;
+    if (!c) return;
+    const zci_graph *g = s->g;
+    if (c->state)
+        for (int i = 0; i < g->n_nodes; i++)
+            if (c->state[i] && g->nodes[i].op && g->nodes[i].op->cpu_release) g->nodes[i].op->cpu_release(c->state[i]);
+    free(c->arena);
+    free(c->data);
+    free(c->alias);
+    free(c->state);
+    free(c);
+    s->be_ctx = NULL;
+}
+
+/* A view's output may share its input's storage unless the caller owns the output's buffer. */
+static bool can_alias(const zci_graph *g, const zci_node *n)
+{
+    return n->op->is_view && n->in[0] >= 0 && !g->tensors[n->out[0]].is_output;
+}
+
+static zci_status cpu_prepare(zci_session *s)
+{
+    zci_graph *g = s->g;
+    cpu_ctx *c = zci_calloc(1, sizeof *c, "CPU backend");
+    if (!c) return ZCI_OUT_OF_MEMORY;
+    s->be_ctx = c;
+    c->nthreads = s->opts.num_threads;
+#ifdef _OPENMP
+    if (c->nthreads <= 0) c->nthreads = omp_get_num_procs();
+#endif
+    if (c->nthreads <= 0) c->nthreads = 1;
+    int nt = g->n_tensors;
+    size_t *size = zci_calloc((size_t)nt + 1, sizeof *size, "memory plan");
+    size_t *offset = zci_calloc((size_t)nt + 1, sizeof *offset, "memory plan");
+    c->data = zci_calloc((size_t)nt + 1, sizeof *c->data, "tensor table");
+    c->alias = zci_malloc(((size_t)nt + 1) * sizeof *c->alias, "tensor table");
+    c->state = zci_calloc((size_t)g->n_nodes + 1, sizeof *c->state, "node state");
+    zci_status st = size && offset && c->data && c->alias && c->state ? ZCI_OK : ZCI_OUT_OF_MEMORY;
+    if (st == ZCI_OK) {
+        for (int t = 0; t < nt; t++) c->alias[t] = -1;
+        for (int p = 0; p < g->n_order; p++) {
+            const zci_node *n = &g->nodes[g->order[p]];
+            if (can_alias(g, n)) c->alias[n->out[0]] = n->in[0];
+        }
+        for (int t = 0; t < nt; t++) {
+            const zci_tensor *x = &g->tensors[t];
+            /* inputs are bound per run and may not be aliased into the arena */
+            if (x->kind == ZCI_TENSOR_ACTIVATION && !x->is_output && c->alias[t] < 0 && x->producer >= 0)
+                size[t] = zci_tensor_bytes(x);
+        }
+        size_t arena_size = 0;
+        st = zci_memplan(g, size, c->alias, CPU_ALIGN, offset, &arena_size);
+        if (st == ZCI_OK) {
+            c->arena = aligned_alloc(CPU_ALIGN, zci_align(arena_size ? arena_size : CPU_ALIGN, CPU_ALIGN));
+            if (!c->arena) st = zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate the %zu-byte activation arena", arena_size);
+            s->summary.activation_bytes = arena_size;
+            if (c->arena) zci_log(s->opts.verbose, "CPU activation arena: %.2f MB, %d threads", arena_size / 1048576.0, c->nthreads);
+        }
+        for (int t = 0; st == ZCI_OK && t < nt; t++) {
+            const zci_tensor *x = &g->tensors[t];
+            if (x->kind == ZCI_TENSOR_CONSTANT) c->data[t] = x->data;
+            else if (size[t]) c->data[t] = (char *)c->arena + offset[t];
+        }
+    }
+    for (int p = 0; st == ZCI_OK && p < g->n_order; p++) {
+        const zci_node *n = &g->nodes[g->order[p]];
+        if (n->op->cpu_prepare) {
+            st = n->op->cpu_prepare(g, n, c->nthreads, &c->state[g->order[p]]);
+            if (st != ZCI_OK) st = zci_error_prefix(st, "%s", zci_node_desc(g, n));
+        }
+    }
+    free(size);
+    free(offset);
+    if (st != ZCI_OK) cpu_release(s);
+    return st;
+}
+
+static zci_status cpu_run(zci_session *s, const zci_run_args *a)
+{
+    if (a->mem != ZCI_MEM_HOST) return zci_error(ZCI_UNSUPPORTED, "the CPU backend runs on host buffers only");
+    zci_graph *g = s->g;
+    cpu_ctx *c = s->be_ctx;
+    for (int i = 0; i < s->n_in; i++) c->data[g->inputs[i]] = a->inputs[i];
+    /* outputs produced by nodes are written in place; outputs that are constants or inputs are
+     * copied at the end (bound after the inputs so that those copies read the right source) */
+    for (int i = 0; i < s->n_out; i++) {
+        const zci_tensor *t = &g->tensors[g->outputs[i]];
+        if (t->producer >= 0) c->data[g->outputs[i]] = a->outputs[i];
+    }
+    for (int p = 0; p < g->n_order; p++) {
+        int ni = g->order[p];
+        const zci_node *n = &g->nodes[ni];
+        if (can_alias(g, n)) {
+            c->data[n->out[0]] = c->data[n->in[0]];
+            continue;
+        }
+        zci_kernel_ctx k = {.g = g, .n = n, .data = c->data, .nthreads = c->nthreads, .state = c->state[ni]};
+        zci_status st = n->op->cpu(&k);
+        if (st != ZCI_OK) return zci_error_prefix(st, "%s", zci_node_desc(g, n));
+    }
+    for (int i = 0; i < s->n_out; i++) {
+        const zci_tensor *t = &g->tensors[g->outputs[i]];
+        if (t->producer < 0) {
+            const void *src = t->kind == ZCI_TENSOR_CONSTANT ? t->data : c->data[g->outputs[i]];
+            if (src != a->outputs[i]) memmove(a->outputs[i], src, s->out_info[i].bytes);
+        }
+    }
+    return ZCI_OK;
+}
+
+const zci_backend_iface zci_cpu_backend = {
+    /* .name = */ "cpu",
+    /* .prepare = */ cpu_prepare,
+    /* .run = */ cpu_run,
+    /* .own_buffer = */ NULL,
+    /* .synchronize = */ NULL,
+    /* .release = */ cpu_release,
+};
