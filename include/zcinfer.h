@@ -159,17 +159,26 @@ ZCI_API void zci_options_init(zci_options *opts);
 
 typedef struct zci_session zci_session;
 
-/* Loads an ONNX model from `path`, plans it for the device in `opts` (NULL = defaults) and
- * hands the ready session back in *out (NULL on failure). All planning happens here: shapes,
- * constant folding, fusion, memory, algorithm choice; a run then only computes.
- * External data files named by the model are read relative to the model's folder.
- * Returns ZCI_IO (file unreadable), ZCI_INVALID_MODEL, ZCI_UNSUPPORTED (names the node, op and
- * opset), ZCI_OUT_OF_MEMORY, ZCI_NO_DEVICE, ZCI_DEVICE_ERROR or ZCI_INVALID_ARGUMENT.
+/* Loads an ONNX model or an engine file (zci_build_engine) from `path`, plans it for the device
+ * in `opts` (NULL = defaults) and hands the ready session back in *out (NULL on failure). All
+ * planning happens here: shapes, constant folding, fusion, memory, algorithm choice; a run
+ * then only computes. External data files named by the model are read relative to the
+ * model's folder.
+ * Engine files are recognised by their content (their first bytes), whatever their name.
+ * Loading one skips ONNX parsing and planning. The file fixes what was planned: device,
+ * precision, batch, fp16_io and allow_tf32 are taken from it and those fields of `opts` are
+ * ignored; the others (device_id, num_threads, cuda_stream, use_cuda_graph, verbose) apply.
+ * Returns ZCI_IO (file unreadable), ZCI_INVALID_MODEL (also: a truncated, altered or
+ * inconsistent engine file), ZCI_UNSUPPORTED (names the node, op and opset; or an engine file
+ * planned for another device, GPU architecture, CUDA or cuDNN version, or zcinfer version: the
+ * message says what differs and the `zcinfer build` command that makes a fitting one),
+ * ZCI_OUT_OF_MEMORY, ZCI_NO_DEVICE, ZCI_DEVICE_ERROR or ZCI_INVALID_ARGUMENT.
  * Thread-safe (sessions are independent). */
 ZCI_API zci_status zci_session_create(const char *path, const zci_options *opts, zci_session **out);
 
-/* As zci_session_create, from `size` bytes of a serialized ONNX model at `data`. The bytes are
- * not referenced after the call returns. External data is read relative to opts->model_dir. */
+/* As zci_session_create, from `size` bytes of a serialized ONNX model or engine file at `data`.
+ * The bytes are not referenced after the call returns. External data is read relative to
+ * opts->model_dir. */
 ZCI_API zci_status zci_session_create_from_memory(const void *data, size_t size,
                                                   const zci_options *opts, zci_session **out);
 
@@ -211,6 +220,27 @@ typedef struct zci_summary {
 /* Fills *summary. Its pointers belong to the session and live as long as it.
  * Returns ZCI_INVALID_ARGUMENT for a NULL argument. */
 ZCI_API zci_status zci_session_summary(const zci_session *session, zci_summary *summary);
+
+/* ---------------------------------------------------------------- engine files */
+
+/* Plans the ONNX model at `onnx_path` as zci_session_create does with `opts` (NULL = defaults:
+ * CPU, FP32, batch 1) and writes the planned model to `engine_path`: an engine file, which
+ * zci_session_create loads without parsing or planning (on CUDA also without algorithm
+ * tuning). It holds the optimised graph with its weights, the shapes for opts->batch, what
+ * the backend keeps of its planning, and a header naming the format version, the zcinfer
+ * version, the device, precision and batch, and on CUDA the GPU (name, compute capability)
+ * and the CUDA and cuDNN versions; a checksum covers every byte.
+ * The file is complete or absent: it is written under a temporary name ("<engine_path>.partial")
+ * and renamed into place.
+ * Returns what zci_session_create returns for the model, ZCI_IO when engine_path cannot be
+ * written, ZCI_INVALID_ARGUMENT for a NULL path. Thread-safe. */
+ZCI_API zci_status zci_build_engine(const char *onnx_path, const char *engine_path, const zci_options *opts);
+
+/* Writes `session`'s planned model to an engine file at `path`, as zci_build_engine does (a
+ * session loaded from an engine file can be written again). Returns ZCI_INVALID_ARGUMENT for a
+ * NULL argument, ZCI_IO when the file cannot be written, ZCI_OUT_OF_MEMORY. Uses the session:
+ * not concurrently with other calls on it. */
+ZCI_API zci_status zci_session_save_engine(zci_session *session, const char *path);
 
 /* ---------------------------------------------------------------- running with host memory */
 
@@ -262,6 +292,19 @@ ZCI_API zci_status zci_session_output_device_buffer(zci_session *session, int in
 /* Runs the model from the session's own input buffers into its own output buffers, on
  * `stream` (as zci_run_device_async: returns once queued). ZCI_UNSUPPORTED on a CPU session. */
 ZCI_API zci_status zci_run_own_buffers(zci_session *session, void *stream);
+
+/* Copies `bytes` bytes of host memory at `src` into the session's own device buffer of input
+ * `index` (zci_session_input_device_buffer), queued on `stream` (NULL = the session's default
+ * stream), and returns when the copy is done. `bytes` must equal the input's byte size
+ * (ZCI_INVALID_ARGUMENT otherwise, naming both). ZCI_UNSUPPORTED on a CPU session. */
+ZCI_API zci_status zci_session_write_input_buffer(zci_session *session, int index, const void *src, size_t bytes,
+                                                  void *stream);
+
+/* Copies the session's own device buffer of output `index` into `bytes` bytes of host memory at
+ * `dst`, as zci_session_write_input_buffer does the other way. The buffer holds the outputs of
+ * zci_run_own_buffers and of zci_run_device calls that were given it as their output. */
+ZCI_API zci_status zci_session_read_output_buffer(zci_session *session, int index, void *dst, size_t bytes,
+                                                  void *stream);
 
 /* Waits until the work queued on `stream` (NULL = the session's default stream) is done. */
 ZCI_API zci_status zci_session_synchronize(zci_session *session, void *stream);

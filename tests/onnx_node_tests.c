@@ -80,6 +80,19 @@ static int compare(const zci_value *want, const void *got, const zci_tensor_info
     return 0;
 }
 
+/* Float operands that zcinfer needs at planning, as it plans shapes once: Resize's and
+ * Upsample's roi/scales, Range's bounds. The node tests feed some of them as graph inputs. */
+static int feeds_plan_time_operand(const zci_graph *g, int t)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        const zci_node *n = &g->nodes[i];
+        int resize = !strcmp(n->op_type, "Resize") || !strcmp(n->op_type, "Upsample");
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] == t && ((resize && k >= 1) || !strcmp(n->op_type, "Range"))) return 1;
+    }
+    return 0;
+}
+
 /* 1 pass, 0 fail, -1 skipped (op), -2 skipped (feature); reason in why. */
 static int run_case(const char *dir, char *why, size_t whylen)
 {
@@ -120,7 +133,7 @@ static int run_case(const char *dir, char *why, size_t whylen)
     for (int i = 0; i < n_in; i++) {
         zci_tensor *t = &g->tensors[g->inputs[i]];
         zci_tensor_set_shape(t, inputs[i].dtype, inputs[i].dims, inputs[i].ndim);
-        if (inputs[i].dtype == ZCI_INT64 || inputs[i].dtype == ZCI_INT32) {
+        if (inputs[i].dtype == ZCI_INT64 || inputs[i].dtype == ZCI_INT32 || feeds_plan_time_operand(g, g->inputs[i])) {
             zci_tensor_make_const(t, inputs[i].data);
             inputs[i].data = NULL;
         } else {

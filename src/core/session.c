@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "engine/engine.h"
 #include "onnx/onnx.h"
 
 void zci_options_init(zci_options *opts)
@@ -131,7 +132,9 @@ zci_status zci_session_summary(const zci_session *s, zci_summary *summary)
     return ZCI_OK;
 }
 
-zci_status zci_session_create_from_graph(zci_graph *g, const zci_options *user_opts, zci_session **out)
+/* Allocates a session for graph g (taken over: freed on failure too) with the backend that
+ * the options select. */
+static zci_status session_new(zci_graph *g, const zci_options *user_opts, zci_session **out)
 {
     *out = NULL;
     zci_options defaults;
@@ -148,31 +151,77 @@ zci_status zci_session_create_from_graph(zci_graph *g, const zci_options *user_o
         zci_graph_free(g);
         return st == ZCI_OK ? ZCI_OUT_OF_MEMORY : st;
     }
-    double t0 = zci_now();
     s->opts = *opts;
     s->be = be;
     s->g = g;
     g->verbose = opts->verbose;
-    st = summarize_loaded(s);
-    if (st == ZCI_OK) st = zci_graph_plan(g);
-    if (st == ZCI_OK) {
-        s->summary.flops = planned_flops(g);
-        s->summary.nodes_planned = g->n_order;
-        st = fill_info(s);
-    }
-    if (st == ZCI_OK) st = be->prepare(s);
+    *out = s;
+    return ZCI_OK;
+}
+
+/* Prepares the backend for s's planned graph (with the engine file's backend blob when there
+ * is one) and hands s back in *out; destroys it on failure. */
+static zci_status session_ready(zci_session *s, const void *blob, size_t blob_size, double t0, zci_session **out)
+{
+    s->summary.flops = planned_flops(s->g);
+    s->summary.nodes_planned = s->g->n_order;
+    zci_status st = fill_info(s);
+    if (st == ZCI_OK)
+        st = blob && s->be->prepare_with_blob ? s->be->prepare_with_blob(s, blob, blob_size) : s->be->prepare(s);
     if (st != ZCI_OK) {
         zci_session_destroy(s);
         return st;
     }
-    zci_log(opts->verbose, "session ready on %s in %.1f ms", be->name, (zci_now() - t0) * 1e3);
+    zci_log(s->opts.verbose, "session ready on %s in %.1f ms", s->be->name, (zci_now() - t0) * 1e3);
     *out = s;
     return ZCI_OK;
+}
+
+zci_status zci_session_create_from_graph(zci_graph *g, const zci_options *user_opts, zci_session **out)
+{
+    double t0 = zci_now();
+    zci_session *s;
+    ZCI_TRY(session_new(g, user_opts, &s));
+    zci_status st = summarize_loaded(s);
+    if (st == ZCI_OK) st = zci_graph_plan(s->g);
+    if (st != ZCI_OK) {
+        zci_session_destroy(s);
+        return st;
+    }
+    return session_ready(s, NULL, 0, t0, out);
+}
+
+/* An engine file: the planned graph and the summary of the model it came from are in it;
+ * nothing is parsed or planned. */
+static zci_status create_from_engine(const void *data, size_t size, const char *source, const zci_options *opts,
+                                     zci_session **out)
+{
+    double t0 = zci_now();
+    zci_engine_loaded e;
+    ZCI_TRY(zci_engine_decode(data, size, source, opts, &e));
+    zci_log(e.opts.verbose, "loaded engine %s: %d nodes, %d tensors (%.1f ms)", source, e.g->n_nodes, e.g->n_tensors,
+            (zci_now() - t0) * 1e3);
+    zci_session *s;
+    zci_status st = session_new(e.g, &e.opts, &s);
+    e.g = NULL; /* the session has it (or freed it) */
+    if (st == ZCI_OK) {
+        s->summary = e.summary;
+        s->summary.op_types = (const char *const *)e.op_types;
+        s->summary.op_counts = e.op_counts;
+        s->op_types = e.op_types;
+        s->op_counts = e.op_counts;
+        e.op_types = NULL;
+        e.op_counts = NULL;
+        st = session_ready(s, e.blob, e.blob_size, t0, out);
+    }
+    zci_engine_loaded_free(&e);
+    return st;
 }
 
 static zci_status create(const void *data, size_t size, const char *base_dir, const char *source,
                          const zci_options *opts, zci_session **out)
 {
+    if (zci_engine_detect(data, size)) return create_from_engine(data, size, source, opts, out);
     double t0 = zci_now();
     zci_graph *g;
     ZCI_TRY(zci_onnx_load(data, size, base_dir, source, opts ? opts->batch : 1, &g));
@@ -378,6 +427,31 @@ zci_status zci_run_own_buffers(zci_session *s, void *stream)
         return zci_error(ZCI_UNSUPPORTED, "zci_run_own_buffers: the %s backend has no device buffers", s->be->name);
     zci_run_args a = {.mem = ZCI_MEM_OWN, .stream = stream, .wait = 0};
     return s->be->run(s, &a);
+}
+
+static zci_status copy_own(zci_session *s, int is_output, int index, void *host, size_t bytes, void *stream,
+                           const char *fn)
+{
+    void *ptr;
+    ZCI_TRY(own_buffer(s, is_output, index, &ptr, fn)); /* checks session, index, device */
+    if (!host) return zci_error(ZCI_INVALID_ARGUMENT, "%s: the host buffer is NULL", fn);
+    const zci_tensor_info *info = is_output ? &s->out_info[index] : &s->in_info[index];
+    if (bytes != info->bytes)
+        return zci_error(ZCI_INVALID_ARGUMENT, "%s: '%s' holds %zu bytes, %zu were given", fn, info->name, info->bytes,
+                         bytes);
+    if (!s->be->copy_own_buffer)
+        return zci_error(ZCI_UNSUPPORTED, "%s: the %s backend cannot copy its device buffers", fn, s->be->name);
+    return s->be->copy_own_buffer(s, is_output, index, host, bytes, stream);
+}
+
+zci_status zci_session_write_input_buffer(zci_session *s, int index, const void *src, size_t bytes, void *stream)
+{
+    return copy_own(s, 0, index, (void *)src, bytes, stream, "zci_session_write_input_buffer");
+}
+
+zci_status zci_session_read_output_buffer(zci_session *s, int index, void *dst, size_t bytes, void *stream)
+{
+    return copy_own(s, 1, index, dst, bytes, stream, "zci_session_read_output_buffer");
 }
 
 zci_status zci_session_synchronize(zci_session *s, void *stream)

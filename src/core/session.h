@@ -25,6 +25,15 @@ typedef struct zci_run_args {
 
 typedef struct zci_session zci_session;
 
+/* The device a session was planned for, as engine files record it (backend describe_device).
+ * Zero and "" where a backend has nothing to say. */
+typedef struct zci_device_desc {
+    int compute_capability; /* major * 10 + minor: 90 for an H100 (sm_90) */
+    int cuda_version;       /* CUDA runtime the backend was built with (CUDART_VERSION: 12040) */
+    int cudnn_version;      /* cuDNN it runs with (CUDNN_VERSION: 90100) */
+    char name[96];          /* the GPU's name (cudaDeviceProp.name) */
+} zci_device_desc;
+
 /* A backend: a table of functions (ggml-style) plus its context in session->be_ctx. */
 typedef struct zci_backend_iface {
     const char *name;
@@ -40,6 +49,29 @@ typedef struct zci_backend_iface {
     zci_status (*synchronize)(zci_session *s, void *stream);
     /* Frees everything in be_ctx. Accepts a session whose prepare failed or never ran. */
     void (*release)(zci_session *s);
+    /* Optional (NULL = nothing to record): describes the device `opts` select (device_id) for
+     * engine files. Written when one is saved; compared when one is loaded, which is refused
+     * when the compute capability, CUDA or cuDNN version differs. ZCI_NO_DEVICE when there is
+     * no such device. */
+    zci_status (*describe_device)(const zci_options *opts, zci_device_desc *desc);
+    /* Optional (NULL = nothing to save): after prepare, hands back the backend state worth
+     * keeping in an engine file, such as the algorithms tuning chose, as a malloc'd buffer in
+     * *data (the caller frees it) of *size bytes; *data = NULL when there is none. The engine
+     * writer saves s->g as prepare left it, so a backend keeps the graph's constants (their
+     * host data, dtype FP32) in place and puts converted weights, if it wants them saved, in
+     * the blob. */
+    zci_status (*export_blob)(zci_session *s, void **data, size_t *size);
+    /* Optional (NULL = a saved blob is ignored and prepare runs): prepare for a session loaded
+     * from an engine file holding a blob from export_blob (`size` bytes at `blob`, valid during
+     * the call only): uses the saved state instead of tuning. A blob it cannot use is refused
+     * with ZCI_INVALID_MODEL and a message. Same contract as prepare otherwise. */
+    zci_status (*prepare_with_blob)(zci_session *s, const void *blob, size_t size);
+    /* Optional (NULL = ZCI_UNSUPPORTED: no device buffers): copies `bytes` bytes of host
+     * memory at `host` into the session's own device buffer of input `index` (is_output = 0),
+     * or its own buffer of output `index` into `host`, queued on `stream` (NULL = the
+     * session's), and returns when the copy is done. Index and size were checked by the
+     * caller. */
+    zci_status (*copy_own_buffer)(zci_session *s, int is_output, int index, void *host, size_t bytes, void *stream);
 } zci_backend_iface;
 
 struct zci_session {

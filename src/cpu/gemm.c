@@ -363,12 +363,81 @@ static void gemm_region(const zci_gemm_args *g, int64_t m0, int64_t m1, int64_t 
     }
 }
 
+/* ---------------------------------------------------------------- matrix-vector products
+ * A product with one output row or column (a classifier's fully connected layer at batch 1) is
+ * bound by reading the matrix once; packing would read it twice more. These stream it. */
+
+static float dot(const float *a, const float *b, int64_t n)
+{
+    int64_t i = 0;
+    float r = 0.0f;
+#if GEMM_VECTOR
+    vf s0 = vbroadcast(0.0f), s1 = s0, s2 = s0, s3 = s0;
+    for (; i + 4 * VL <= n; i += 4 * VL) {
+        s0 += vload(a + i) * vload(b + i);
+        s1 += vload(a + i + VL) * vload(b + i + VL);
+        s2 += vload(a + i + 2 * VL) * vload(b + i + 2 * VL);
+        s3 += vload(a + i + 3 * VL) * vload(b + i + 3 * VL);
+    }
+    for (; i + VL <= n; i += VL) s0 += vload(a + i) * vload(b + i);
+    vf s = (s0 + s1) + (s2 + s3);
+    for (int j = 0; j < VL; j++) r += s[j];
+#endif
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+static void store_scaled(float *c, float v, float alpha, float beta) { *c = beta == 0.0f ? alpha * v : alpha * v + beta * *c; }
+
+/* The product as dot products or row sweeps when it has one output row or column and its
+ * operands are contiguous where the sweep needs them; 0 when it does not apply. */
+static int try_gemv(const zci_gemm_args *g)
+{
+    if (g->packed_a || g->pack_b || g->k == 0 || (g->m != 1 && g->n != 1)) return 0;
+    const int64_t m = g->m, n = g->n, k = g->k;
+    int64_t macs = m * n * k;
+    int nt = g->nthreads < 1 ? 1 : g->nthreads;
+    if (macs / MIN_MACS_PER_THREAD < nt) nt = (int)(macs / MIN_MACS_PER_THREAD) < 1 ? 1 : (int)(macs / MIN_MACS_PER_THREAD);
+    if (n == 1 && !g->trans_a && (g->trans_b || g->ldb == 1)) {
+        /* c[i] = A[i, :] . b: one dot product per row */
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < m; i++) store_scaled(g->c + i * g->ldc, dot(g->a + i * g->lda, g->b, k), g->alpha, g->beta);
+    } else if (m == 1 && (!g->trans_a || g->lda == 1) && g->trans_b) {
+        /* c[j] = B[j, :] . a */
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t j = 0; j < n; j++) store_scaled(g->c + j, dot(g->b + j * g->ldb, g->a, k), g->alpha, g->beta);
+    } else if (m == 1 && (!g->trans_a || g->lda == 1) && !g->trans_b) {
+        /* c[:] = sum_p a[p] B[p, :], in column chunks so that threads write apart */
+        int64_t chunk = ceil_div(ceil_div(n, nt), 16) * 16;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t j0 = 0; j0 < n; j0 += chunk) {
+            int64_t len = min64(chunk, n - j0);
+            float acc[256];
+            for (int64_t c0 = 0; c0 < len; c0 += 256) {
+                int64_t cl = min64(256, len - c0);
+                for (int64_t j = 0; j < cl; j++) acc[j] = 0.0f;
+                for (int64_t p = 0; p < k; p++) {
+                    const float ap = g->a[p];
+                    const float *brow = g->b + p * g->ldb + j0 + c0;
+                    for (int64_t j = 0; j < cl; j++) acc[j] += ap * brow[j];
+                }
+                for (int64_t j = 0; j < cl; j++) store_scaled(g->c + j0 + c0 + j, acc[j], g->alpha, g->beta);
+            }
+        }
+    } else {
+        return 0;
+    }
+    if (g->epilogue) g->epilogue(g->epilogue_ctx, g->c, g->ldc, 0, m, 0, n);
+    return 1;
+}
+
 zci_status zci_sgemm_run(const zci_gemm_args *g)
 {
     if (g->m < 0 || g->n < 0 || g->k < 0)
         return zci_error(ZCI_INVALID_ARGUMENT, "gemm: negative size %lld x %lld x %lld", (long long)g->m,
                          (long long)g->n, (long long)g->k);
     if (g->m == 0 || g->n == 0) return ZCI_OK;
+    if (try_gemv(g)) return ZCI_OK;
     if (g->packed_a && (g->packed_a->m != g->m || g->packed_a->k != g->k))
         return zci_error(ZCI_INVALID_ARGUMENT, "gemm: packed A is %lld x %lld, the multiply needs %lld x %lld",
                          (long long)g->packed_a->m, (long long)g->packed_a->k, (long long)g->m, (long long)g->k);

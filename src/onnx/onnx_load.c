@@ -223,7 +223,7 @@ static zci_status tensor_values(raw_tensor *t, const char *base_dir)
         if (t->raw_len != bytes)
             return zci_error(ZCI_INVALID_MODEL, "tensor '%s': raw_data holds %zu bytes, its shape needs %zu", name,
                              t->raw_len, bytes);
-        memcpy(dst, t->raw, bytes);
+        if (bytes) memcpy(dst, t->raw, bytes);
         return ZCI_OK;
     }
     /* typed fields: which one depends on the data type (onnx.proto's table) */
@@ -233,12 +233,12 @@ static zci_status tensor_values(raw_tensor *t, const char *base_dir)
     case ZCI_FLOAT32:
         r = t->packed[P_FLOAT];
         if ((size_t)(r.end - r.p) != bytes) goto mismatch;
-        memcpy(dst, r.p, bytes);
+        if (bytes) memcpy(dst, r.p, bytes); /* an empty tensor has no data field at all */
         return ZCI_OK;
     case ZCI_FLOAT64:
         r = t->packed[P_DOUBLE];
         if ((size_t)(r.end - r.p) != bytes) goto mismatch;
-        memcpy(dst, r.p, bytes);
+        if (bytes) memcpy(dst, r.p, bytes); /* an empty tensor has no data field at all */
         return ZCI_OK;
     case ZCI_INT64: case ZCI_INT32: case ZCI_INT16: case ZCI_INT8: case ZCI_UINT16: case ZCI_UINT8:
     case ZCI_BOOL: case ZCI_FLOAT16: case ZCI_UINT32: case ZCI_UINT64:
@@ -668,8 +668,8 @@ static zci_status add_input(loader *L, const value_info *v)
     if (t >= 0 && g->tensors[t].kind == ZCI_TENSOR_CONSTANT) return ZCI_OK; /* initializer listed as input (IR < 4) */
     if (t >= 0) return zci_error(ZCI_INVALID_MODEL, "graph input '%s' is defined twice", v->name);
     if (!v->dtype || !zci_dtype_size(v->dtype))
-        return zci_error(ZCI_UNSUPPORTED, "graph input '%s' has unsupported element type %s", v->name,
-                         zci_dtype_name(v->dtype));
+        return zci_error(ZCI_UNSUPPORTED, "graph input '%s' has unsupported element type %s (ONNX data type %d)",
+                         v->name, zci_dtype_name(v->dtype), (int)v->dtype);
     if (!v->has_shape)
         return zci_error(ZCI_UNSUPPORTED, "graph input '%s' has no shape; zcinfer plans fixed shapes", v->name);
     int64_t dims[ZCI_MAX_DIMS];

@@ -85,6 +85,14 @@ typedef struct zci_pool_params {
     int count_include_pad;  /* AveragePool: padding counts in the divisor */
 } zci_pool_params;
 
+/* Resolves the window of node n from its attributes "strides", "dilations", "pads" and
+ * "auto_pad" (NOTSET, VALID, SAME_UPPER, SAME_LOWER), for an input of spatial size in[0..nsp)
+ * and the given kernel, and computes the output size; ceil_mode rounds it up, dropping a last
+ * window that would start in the end padding (the ONNX reference's rule). ZCI_INVALID_MODEL
+ * for malformed attributes or an input smaller than the kernel's extent. */
+zci_status zci_window_init(const zci_node *n, int nsp, const int64_t *in, const int64_t *kernel, int ceil_mode,
+                           zci_window *w);
+
 /* Attaches a fused epilogue to Conv node n (see the top of this file): writes the attributes
  * and re-runs Conv's infer, which checks the values (activation in range; sum_input names a
  * present input of the output's shape and type) and refreshes n->params. activation

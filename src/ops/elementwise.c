@@ -103,6 +103,14 @@ static zci_status unsupported_type(const char *op, const zci_tensor *t, const ch
                      onnx_type_name(t->dtype), op, supported);
 }
 
+/* Inputs up to the last one present (trailing omitted optionals dropped). */
+static int present_inputs(const zci_node *n)
+{
+    int count = n->n_in;
+    while (count > 0 && n->in[count - 1] < 0) count--;
+    return count;
+}
+
 /* Every input in [0, count) present (an empty name is an error for these ops). */
 static zci_status require_inputs(const zci_node *n, int count)
 {
@@ -141,8 +149,10 @@ typedef struct bc_plan {
     int64_t st[BC_MAX_IN][ZCI_MAX_DIMS];
 } bc_plan;
 
-/* A row kernel: n outputs at y; input k starts at x[k] and advances s[k] (0 or 1) per element. */
-typedef void (*bc_row_fn)(void *y, const void *const *x, const int64_t *s, int64_t n, const void *params);
+/* A row kernel: `rows` rows of n outputs, contiguous from y. In a row, input k starts at x[k]
+ * (advanced by rs[k] elements per row) and advances s[k] (0 or 1) per element. */
+typedef void (*bc_row_fn)(void *y, const void *const *x, const int64_t *s, int64_t n, int64_t rows,
+                          const int64_t *rs, const void *params);
 
 static void bc_plan_make(bc_plan *p, const int64_t *ydims, int yrank, int nin, const zci_tensor *const *in)
 {
@@ -189,34 +199,50 @@ typedef struct bc_job {
     size_t xsz[BC_MAX_IN];
 } bc_job;
 
-/* Output elements [lo, hi) in row order: an odometer over the outer dimensions, the innermost
- * dimension handed to the row kernel in one call. */
+/* Output elements [lo, hi) in row order: an odometer over the outer dimensions. Whole rows go to
+ * the row kernel in batches along the second innermost dimension, so a short innermost dimension
+ * (the 2 of a (1,3,80,80,2) box tensor) does not cost a call per row. */
 static void bc_range(const void *ctx, int64_t lo, int64_t hi)
 {
     const bc_job *j = ctx;
     const bc_plan *p = j->p;
-    int r = p->rank, nin = p->nin;
-    int64_t inner = p->dims[r - 1];
-    int64_t idx[ZCI_MAX_DIMS], off[BC_MAX_IN] = {0}, s[BC_MAX_IN];
+    const int r = p->rank, nin = p->nin;
+    const int64_t inner = p->dims[r - 1];
+    int64_t idx[ZCI_MAX_DIMS], off[BC_MAX_IN] = {0}, s[BC_MAX_IN], rs[BC_MAX_IN];
     int64_t rest = lo / inner, col = lo % inner;
     for (int i = r - 2; i >= 0; i--) {
         idx[i] = rest % p->dims[i];
         rest /= p->dims[i];
         for (int k = 0; k < nin; k++) off[k] += idx[i] * p->st[k][i];
     }
-    for (int k = 0; k < nin; k++) s[k] = p->st[k][r - 1];
+    for (int k = 0; k < nin; k++) {
+        s[k] = p->st[k][r - 1];
+        rs[k] = r >= 2 ? p->st[k][r - 2] : 0;
+    }
     for (int64_t pos = lo; pos < hi;) {
-        int64_t cnt = inner - col < hi - pos ? inner - col : hi - pos;
         const void *x[BC_MAX_IN];
         for (int k = 0; k < nin; k++) x[k] = j->x[k] + (size_t)(off[k] + col * s[k]) * j->xsz[k];
-        j->fn(j->y + (size_t)pos * j->ysz, x, s, cnt, j->params);
-        pos += cnt;
+        int64_t cnt = inner - col, rows = 1;
+        if (hi - pos < cnt) {
+            cnt = hi - pos; /* the range ends inside this row */
+        } else if (col == 0 && r >= 2) {
+            rows = (hi - pos) / inner;
+            if (rows > p->dims[r - 2] - idx[r - 2]) rows = p->dims[r - 2] - idx[r - 2];
+        }
+        j->fn(j->y + (size_t)pos * j->ysz, x, s, cnt, rows, rs, j->params);
+        pos += rows * cnt;
+        col += cnt;
+        if (col < inner) break;
         col = 0;
-        for (int i = r - 2; i >= 0; i--) {
-            for (int k = 0; k < nin; k++) off[k] += p->st[k][i];
-            if (++idx[i] < p->dims[i]) break;
+        /* advance `rows` rows along dimension r-2, carrying into the outer ones */
+        int64_t step = rows;
+        for (int i = r - 2; i >= 0 && step; i--) {
+            idx[i] += step;
+            for (int k = 0; k < nin; k++) off[k] += step * p->st[k][i];
+            if (idx[i] < p->dims[i]) break;
             for (int k = 0; k < nin; k++) off[k] -= p->dims[i] * p->st[k][i];
             idx[i] = 0;
+            step = 1;
         }
     }
 }
@@ -239,37 +265,40 @@ static void bc_run(const zci_tensor *yt, void *y, int nin, const zci_tensor *con
 
 /* ================================================================ binary row kernels */
 
-/* One row of y = EXPR(a, b), with a loop per stride pattern so each one vectorises. */
+/* Rows of y = EXPR(a, b), with a loop per stride pattern so each one vectorises. */
 #define BINARY_ROW(NAME, TA, TB, TY, EXPR)                                                         \
-    static void NAME(void *yv, const void *const *xv, const int64_t *s, int64_t n, const void *params) \
+    static void NAME(void *yv, const void *const *xv, const int64_t *s, int64_t n, int64_t rows,  \
+                     const int64_t *rs, const void *params)                                        \
     {                                                                                              \
         const TA *A = xv[0];                                                                       \
         const TB *B = xv[1];                                                                       \
         TY *Y = yv;                                                                                \
         (void)params;                                                                              \
-        if (s[0] && s[1]) {                                                                        \
-            for (int64_t i = 0; i < n; i++) {                                                      \
-                const TA a = A[i];                                                                 \
-                const TB b = B[i];                                                                 \
-                Y[i] = (EXPR);                                                                     \
+        for (int64_t row = 0; row < rows; row++, A += rs[0], B += rs[1], Y += n) {                 \
+            if (s[0] && s[1]) {                                                                    \
+                for (int64_t i = 0; i < n; i++) {                                                  \
+                    const TA a = A[i];                                                             \
+                    const TB b = B[i];                                                             \
+                    Y[i] = (EXPR);                                                                 \
+                }                                                                                  \
+            } else if (s[0]) {                                                                     \
+                const TB b = B[0];                                                                 \
+                for (int64_t i = 0; i < n; i++) {                                                  \
+                    const TA a = A[i];                                                             \
+                    Y[i] = (EXPR);                                                                 \
+                }                                                                                  \
+            } else if (s[1]) {                                                                     \
+                const TA a = A[0];                                                                 \
+                for (int64_t i = 0; i < n; i++) {                                                  \
+                    const TB b = B[i];                                                             \
+                    Y[i] = (EXPR);                                                                 \
+                }                                                                                  \
+            } else {                                                                               \
+                const TA a = A[0];                                                                 \
+                const TB b = B[0];                                                                 \
+                const TY v = (EXPR);                                                               \
+                for (int64_t i = 0; i < n; i++) Y[i] = v;                                          \
             }                                                                                      \
-        } else if (s[0]) {                                                                         \
-            const TB b = B[0];                                                                     \
-            for (int64_t i = 0; i < n; i++) {                                                      \
-                const TA a = A[i];                                                                 \
-                Y[i] = (EXPR);                                                                     \
-            }                                                                                      \
-        } else if (s[1]) {                                                                         \
-            const TA a = A[0];                                                                     \
-            for (int64_t i = 0; i < n; i++) {                                                      \
-                const TB b = B[i];                                                                 \
-                Y[i] = (EXPR);                                                                     \
-            }                                                                                      \
-        } else {                                                                                   \
-            const TA a = A[0];                                                                     \
-            const TB b = B[0];                                                                     \
-            const TY v = (EXPR);                                                                   \
-            for (int64_t i = 0; i < n; i++) Y[i] = v;                                              \
         }                                                                                          \
     }
 
@@ -421,7 +450,7 @@ static zci_status broadcast_inputs(const zci_graph *g, const zci_node *n, int co
 /* Add, Sub, Mul, Div, Equal, Less, Greater and (variadic, 1..N inputs) Max, Min. */
 static zci_status nary_infer(zci_graph *g, zci_node *n, const binary_def *def, bool variadic)
 {
-    int count = n->n_in;
+    int count = present_inputs(n);
     if (variadic) {
         ZCI_TRY(zci_check_arity(n, 1, count > 0 ? count : 1, 1));
     } else {
@@ -444,7 +473,8 @@ static zci_status nary_cpu(const zci_kernel_ctx *k)
     const bc_params *p = n->params;
     const zci_tensor *yt = ZCI_KOUT(k, 0);
     void *y = ZCI_KOUT_DATA(k, 0);
-    if (n->n_in == 1) { /* Max/Min of one tensor: a copy */
+    const int count = present_inputs(n);
+    if (count == 1) { /* Max/Min of one tensor: a copy */
         if (y != ZCI_KIN_DATA(k, 0)) memcpy(y, ZCI_KIN_DATA(k, 0), zci_tensor_bytes(yt));
         return ZCI_OK;
     }
@@ -452,7 +482,7 @@ static zci_status nary_cpu(const zci_kernel_ctx *k)
     const void *x[2] = {ZCI_KIN_DATA(k, 0), ZCI_KIN_DATA(k, 1)};
     bc_run(yt, y, 2, in, x, p->fn, NULL, k->nthreads);
     /* further Max/Min inputs fold into the output in place */
-    for (int i = 2; i < n->n_in; i++) {
+    for (int i = 2; i < count; i++) {
         in[0] = yt;
         in[1] = ZCI_KIN(k, i);
         x[0] = y;
@@ -496,19 +526,22 @@ static zci_status pow_infer(zci_graph *g, zci_node *n)
 
 /* ---------------------------------------------------------------- Where */
 
-/* One row of Where for elements of one width (the select copies bits: the type does not matter). */
+/* Rows of Where for elements of one width (the select copies bits: the type does not matter). */
 #define WHERE_ROW(NAME, T)                                                                         \
-    static void NAME(void *yv, const void *const *xv, const int64_t *s, int64_t n, const void *params) \
+    static void NAME(void *yv, const void *const *xv, const int64_t *s, int64_t n, int64_t rows,  \
+                     const int64_t *rs, const void *params)                                        \
     {                                                                                              \
         const uint8_t *C = xv[0];                                                                  \
         const T *X = xv[1], *Z = xv[2];                                                            \
         T *Y = yv;                                                                                 \
         (void)params;                                                                              \
         const int64_t sc = s[0], sx = s[1], sz = s[2];                                             \
-        if (sc && sx && sz)                                                                        \
-            for (int64_t i = 0; i < n; i++) Y[i] = C[i] ? X[i] : Z[i];                             \
-        else                                                                                       \
-            for (int64_t i = 0; i < n; i++) Y[i] = C[i * sc] ? X[i * sx] : Z[i * sz];             \
+        for (int64_t row = 0; row < rows; row++, C += rs[0], X += rs[1], Z += rs[2], Y += n) {     \
+            if (sc && sx && sz)                                                                    \
+                for (int64_t i = 0; i < n; i++) Y[i] = C[i] ? X[i] : Z[i];                         \
+            else                                                                                   \
+                for (int64_t i = 0; i < n; i++) Y[i] = C[i * sc] ? X[i * sx] : Z[i * sz];         \
+        }                                                                                          \
     }
 WHERE_ROW(where_8, uint8_t)
 WHERE_ROW(where_16, uint16_t)
@@ -576,12 +609,84 @@ typedef struct unary_params {
         }                                                                                          \
     }
 
-/* 1 / (1 + e^-x), written so that neither branch overflows: e = e^-|x| is in (0, 1]. */
-static inline float sigmoid_f32(float x)
+static inline float bits_to_float(uint32_t u)
 {
-    float e = expf(-fabsf(x));
-    float r = 1.0f / (1.0f + e);
-    return x >= 0 ? r : e * r;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* e^x for x in [-104, 89] or NaN (callers clamp), within about 1 ulp: Cephes' polynomial on
+ * r = x - n ln2, times 2^n applied in two halves so that subnormal results and the overflow to
+ * infinity come out right. It is plain arithmetic and bit moves, so loops calling it vectorise
+ * (libm's expf is a call per element, about ten times slower). */
+static inline float exp_core(float x)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it leaves round(v) in the low bits */
+    float t = x * 1.44269504088896341f + magic;
+    float n = t - magic;
+    int32_t k = (int32_t)(float_bits(t) - float_bits(magic));
+    float r = x - n * 0.693359375f - n * -2.12194440e-4f; /* ln2 in two parts */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t k1 = k / 2;
+    return p * bits_to_float((uint32_t)(k1 + 127) << 23) * bits_to_float((uint32_t)(k - k1 + 127) << 23);
+}
+
+/* Exp and Sigmoid clamp their arguments in a first pass over a block on the stack: with the
+ * clamp in the same loop the compiler folds the constant bound through the polynomial into a
+ * branch, and under -ftrapping-math (the default) that keeps the loop scalar. */
+#define EXP_BLOCK 256
+
+static void exp_row(const void *xv, void *yv, int64_t n, const void *params)
+{
+    const float *X = xv;
+    float *Y = yv;
+    float b[EXP_BLOCK];
+    (void)params;
+    for (int64_t i0 = 0; i0 < n; i0 += EXP_BLOCK) {
+        const int64_t m = n - i0 < EXP_BLOCK ? n - i0 : EXP_BLOCK;
+        for (int64_t j = 0; j < m; j++) {
+            float v = X[i0 + j];
+            v = v < -104.0f ? -104.0f : v; /* e^-104 is below the smallest subnormal; NaN passes */
+            b[j] = v > 89.0f ? 89.0f : v;  /* e^89 overflows to infinity */
+        }
+        for (int64_t j = 0; j < m; j++) Y[i0 + j] = exp_core(b[j]);
+    }
+}
+
+/* 1 / (1 + e^-x) as (x >= 0 ? 1 : e) / (1 + e) with e = e^-|x| in (0, 1]: nothing overflows for
+ * any x, and the result keeps full relative precision on both tails. */
+static void sigmoid_row(const void *xv, void *yv, int64_t n, const void *params)
+{
+    const float *X = xv;
+    float *Y = yv;
+    float b[EXP_BLOCK];
+    (void)params;
+    for (int64_t i0 = 0; i0 < n; i0 += EXP_BLOCK) {
+        const int64_t m = n - i0 < EXP_BLOCK ? n - i0 : EXP_BLOCK;
+        for (int64_t j = 0; j < m; j++) {
+            float v = -fabsf(X[i0 + j]);
+            b[j] = v < -104.0f ? -104.0f : v;
+        }
+        for (int64_t j = 0; j < m; j++) {
+            float e = exp_core(b[j]);
+            float num = X[i0 + j] >= 0.0f ? 1.0f : e;
+            Y[i0 + j] = num / (1.0f + e);
+        }
+    }
 }
 
 /* Clamps to [0, 1] keeping NaN (comparisons are false for NaN). */
@@ -592,18 +697,18 @@ static inline float unit_clamp(float v)
 }
 
 UNARY_ROW(sqrt_f32, float, float, sqrtf(x))
-UNARY_ROW(exp_f32, float, float, expf(x))
 UNARY_ROW(log_f32, float, float, logf(x))
 UNARY_ROW(reciprocal_f32, float, float, 1.0f / x)
 UNARY_ROW(floor_f32, float, float, floorf(x))
 UNARY_ROW(ceil_f32, float, float, ceilf(x))
 UNARY_ROW(erf_f32, float, float, erff(x))
 UNARY_ROW(tanh_f32, float, float, tanhf(x))
-UNARY_ROW(sigmoid_row, float, float, sigmoid_f32(x))
 UNARY_ROW(relu_f32, float, float, x < 0.0f ? 0.0f : x)
 UNARY_ROW(relu_i32, int32_t, int32_t, x < 0 ? 0 : x)
 UNARY_ROW(relu_i64, int64_t, int64_t, x < 0 ? 0 : x)
-UNARY_ROW(leakyrelu_f32, float, float, x < 0.0f ? alpha * x : x)
+/* x times a selected factor rather than a selected product: the product would be computed on one
+ * branch only, which -ftrapping-math does not let the compiler vectorise */
+UNARY_ROW(leakyrelu_f32, float, float, x * (x < 0.0f ? alpha : 1.0f))
 UNARY_ROW(hardsigmoid_f32, float, float, unit_clamp(alpha * x + beta))
 UNARY_ROW(hardswish_f32, float, float, x * unit_clamp(x * (1.0f / 6.0f) + 0.5f))
 UNARY_ROW(neg_f32, float, float, -x)
@@ -621,7 +726,7 @@ typedef struct unary_def {
 } unary_def;
 
 static const unary_def def_sqrt = {"Sqrt", {sqrt_f32}, NULL, NULL, 0, 0};
-static const unary_def def_exp = {"Exp", {exp_f32}, NULL, NULL, 0, 0};
+static const unary_def def_exp = {"Exp", {exp_row}, NULL, NULL, 0, 0};
 static const unary_def def_log = {"Log", {log_f32}, NULL, NULL, 0, 0};
 static const unary_def def_reciprocal = {"Reciprocal", {reciprocal_f32}, NULL, NULL, 0, 0};
 static const unary_def def_floor = {"Floor", {floor_f32}, NULL, NULL, 0, 0};

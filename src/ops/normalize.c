@@ -188,19 +188,16 @@ static zci_status reduce_mean_infer(zci_graph *g, zci_node *n)
     int64_t noop_empty = axes_input ? zci_attr_int(n, "noop_with_empty_axes", 0, &st) : 0;
     if (st != ZCI_OK) return st;
 
-    int64_t *axes = NULL, count = 0;
+    int64_t *owned = NULL, count = 0;
+    const int64_t *axes = NULL;
     if (axes_input) {
-        if (ZCI_HAS_IN(n, 1)) ZCI_TRY(zci_const_ints(g, n, 1, &axes, &count));
+        if (ZCI_HAS_IN(n, 1)) ZCI_TRY(zci_const_ints(g, n, 1, &owned, &count));
+        axes = owned;
     } else {
         int c = 0;
-        const int64_t *a = zci_attr_ints(n, "axes", &c, &st);
+        axes = zci_attr_ints(n, "axes", &c, &st);
         if (st != ZCI_OK) return st;
-        if (c > 0) {
-            axes = zci_malloc(sizeof *axes * (size_t)c, "ReduceMean axes");
-            if (!axes) return ZCI_OUT_OF_MEMORY;
-            memcpy(axes, a, sizeof *axes * (size_t)c);
-            count = c;
-        }
+        count = c;
     }
     unsigned mask = 0;
     for (int64_t i = 0; i < count && st == ZCI_OK; i++) {
@@ -210,7 +207,7 @@ static zci_status reduce_mean_infer(zci_graph *g, zci_node *n)
             st = zci_error(ZCI_INVALID_MODEL, "axis %lld is listed twice", (long long)axes[i]);
         if (st == ZCI_OK) mask |= 1u << ax;
     }
-    free(axes);
+    free(owned);
     if (st != ZCI_OK) return st;
 
     reduce_params *p = zci_malloc(sizeof *p, "ReduceMean params");
@@ -235,12 +232,12 @@ static zci_status reduce_mean_infer(zci_graph *g, zci_node *n)
 /* The input seen as groups of neighbouring axes that are all reduced or all kept (axes of size 1
  * dropped). The output keeps the kept groups in order, so it is contiguous over them. */
 typedef struct reduce_plan {
-    int nk, nr;                             /* kept and reduced groups, outermost first */
+    int nk, nr;                                    /* kept and reduced groups, outermost first */
     int64_t kdim[ZCI_MAX_DIMS], kst[ZCI_MAX_DIMS]; /* kept: size, input stride */
     int64_t rdim[ZCI_MAX_DIMS], rst[ZCI_MAX_DIMS]; /* reduced: size, input stride */
-    int64_t rcount;                         /* elements averaged per output */
-    bool last_reduced;                      /* the innermost group is reduced */
-    int64_t row;                            /* length of the innermost group */
+    int64_t rcount;                                /* elements averaged per output */
+    bool last_reduced;                             /* the innermost group is reduced */
+    int64_t row;                                   /* length of the innermost group */
 } reduce_plan;
 
 static void reduce_plan_make(reduce_plan *p, const zci_tensor *x, unsigned mask)

@@ -93,8 +93,8 @@ static int input_present(const zci_graph *g, const zci_node *n, int i)
     return ZCI_HAS_IN(n, i) && zci_tensor_numel(ZCI_IN(g, n, i)) > 0;
 }
 
-static zci_status parse_string(const char *s, const char *const *names, int count,
-                               const char *attr, int *out)
+static zci_status parse_string(const char *s, const char *const *names, int count, const char *attr,
+                               int *out)
 {
     for (int i = 0; i < count; i++)
         if (!strcmp(s, names[i])) {
@@ -124,12 +124,12 @@ static zci_status parse_modes(const zci_node *n, int legacy, resize_params *p)
         p->nearest = NEAREST_LEGACY;
         return ZCI_OK;
     }
-    static const char *const coords[] = {"half_pixel",    "half_pixel_symmetric",
+    static const char *const coords[] = {"half_pixel",         "half_pixel_symmetric",
                                          "pytorch_half_pixel", "align_corners",
-                                         "asymmetric",    "tf_crop_and_resize"};
+                                         "asymmetric",         "tf_crop_and_resize"};
     static const char *const nearests[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
                                            "ceil"};
-    int v;
+    int v = 0;
     const char *s = zci_attr_string(n, "coordinate_transformation_mode", "half_pixel", &st);
     if (st) return st;
     ZCI_TRY(parse_string(s, coords, 6, "coordinate_transformation_mode", &v));
@@ -166,7 +166,8 @@ static zci_status parse_axes(const zci_node *n, int rank, int *axes, int *naxes)
     int seen[ZCI_MAX_DIMS] = {0};
     for (int i = 0; i < c; i++) {
         ZCI_TRY(zci_norm_axis(a[i], rank, &axes[i]));
-        if (seen[axes[i]]) return zci_error(ZCI_INVALID_MODEL, "axis %lld is repeated", (long long)a[i]);
+        if (seen[axes[i]])
+            return zci_error(ZCI_INVALID_MODEL, "axis %lld is repeated", (long long)a[i]);
         seen[axes[i]] = 1;
     }
     *naxes = c;
@@ -189,7 +190,8 @@ static zci_status plan_sizes(const zci_node *n, const zci_tensor *x, const int *
             double s = scales[i];
             if (!(s > 0) || !isfinite(s))
                 return zci_error(ZCI_INVALID_MODEL, "scale %g for axis %d must be positive", s, d);
-            double crop = p->coord == COORD_TF_CROP_AND_RESIZE ? p->roi_end[d] - p->roi_start[d] : 1;
+            double crop =
+                p->coord == COORD_TF_CROP_AND_RESIZE ? p->roi_end[d] - p->roi_start[d] : 1;
             double o = floor((double)x->dims[d] * crop * s);
             if (!(o >= 0) || o > 1e15)
                 return zci_error(ZCI_INVALID_MODEL, "axis %d would have %g elements", d, o);
@@ -206,8 +208,9 @@ static zci_status plan_sizes(const zci_node *n, const zci_tensor *x, const int *
             return zci_error(ZCI_INVALID_MODEL, "size %lld for axis %d is negative",
                              (long long)sizes[i], d);
         if (x->dims[d] == 0 && sizes[i] > 0)
-            return zci_error(ZCI_INVALID_MODEL, "axis %d of input '%s' is empty and cannot grow to %lld",
-                             d, tname(x), (long long)sizes[i]);
+            return zci_error(ZCI_INVALID_MODEL,
+                             "axis %d of input '%s' is empty and cannot grow to %lld", d, tname(x),
+                             (long long)sizes[i]);
         out[d] = sizes[i];
         p->scale[d] = x->dims[d] ? (double)sizes[i] / (double)x->dims[d] : 1.0;
     }
@@ -257,7 +260,8 @@ static zci_status resize_plan(zci_graph *g, zci_node *n, int is_upsample)
     if (st == ZCI_OK && p->mode == MODE_LINEAR && x->dtype != ZCI_FLOAT32)
         st = zci_error(ZCI_UNSUPPORTED, "linear mode supports float input; '%s' is %s", tname(x),
                        zci_dtype_name(x->dtype));
-    if (st == ZCI_OK && (esz == 0 || (p->coord == COORD_TF_CROP_AND_RESIZE && x->dtype != ZCI_FLOAT32)))
+    if (st == ZCI_OK &&
+        (esz == 0 || (p->coord == COORD_TF_CROP_AND_RESIZE && x->dtype != ZCI_FLOAT32)))
         st = zci_error(ZCI_UNSUPPORTED, "input '%s' of type %s is not supported here", tname(x),
                        zci_dtype_name(x->dtype));
     if (st == ZCI_OK && !legacy) st = parse_axes(n, x->ndim, axes, &naxes);
@@ -349,24 +353,20 @@ static double source_coord(const resize_params *p, int d, double x, int64_t in, 
 {
     const double s = p->scale[d], out_w = s * (double)in;
     switch (p->coord) {
-    case COORD_HALF_PIXEL:
-        return (x + 0.5) / s - 0.5;
+    case COORD_HALF_PIXEL: return (x + 0.5) / s - 0.5;
     case COORD_HALF_PIXEL_SYMMETRIC: {
         double adjustment = (double)out / out_w, center = (double)in / 2;
         return center * (1 - adjustment) + (x + 0.5) / s - 0.5;
     }
-    case COORD_PYTORCH_HALF_PIXEL:
-        return out > 1 ? (x + 0.5) / s - 0.5 : 0.0;
-    case COORD_ALIGN_CORNERS:
-        return out_w == 1 ? 0.0 : x * (double)(in - 1) / (out_w - 1);
+    case COORD_PYTORCH_HALF_PIXEL: return out > 1 ? (x + 0.5) / s - 0.5 : 0.0;
+    case COORD_ALIGN_CORNERS: return out_w == 1 ? 0.0 : x * (double)(in - 1) / (out_w - 1);
     case COORD_TF_CROP_AND_RESIZE: {
         double r0 = p->roi_start[d], r1 = p->roi_end[d];
         if (out_w == 1) return 0.5 * (r0 + r1) * (double)(in - 1);
         return r0 * (double)(in - 1) + x * (r1 - r0) * (double)(in - 1) / (out_w - 1);
     }
     case COORD_ASYMMETRIC:
-    default:
-        return x / s;
+    default: return x / s;
     }
 }
 
@@ -515,7 +515,8 @@ static void gather_row(char *dst, const char *src, const int64_t *idx, int64_t n
         for (int64_t i = 0; i < n; i++) memcpy(dst + 8 * i, src + 8 * idx[i], 8);
         break;
     default:
-        for (int64_t i = 0; i < n; i++) memcpy(dst + (size_t)i * esz, src + (size_t)idx[i] * esz, esz);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(dst + (size_t)i * esz, src + (size_t)idx[i] * esz, esz);
         break;
     }
 }
@@ -538,7 +539,8 @@ static void repeat_row(char *dst, const char *src, int64_t n, int64_t k, size_t 
         return;
     }
     for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < k; j++) memcpy(dst + (size_t)(i * k + j) * esz, src + (size_t)i * esz, esz);
+        for (int64_t j = 0; j < k; j++)
+            memcpy(dst + (size_t)(i * k + j) * esz, src + (size_t)i * esz, esz);
 }
 
 static void nearest_run(const resize_state *s, const resize_params *p, const char *x, char *y,
@@ -671,14 +673,17 @@ static zci_status resize_cpu(const zci_kernel_ctx *k)
     return ZCI_OK;
 }
 
-/* clang-format off */
-const zci_op zci_op_Resize = {
-    /* .type = */ "Resize", /* .domain = */ "", /* .since = */ 10,
-    /* .infer = */ resize_infer, /* .cpu = */ resize_cpu,
-    /* .cpu_prepare = */ resize_prepare, /* .cpu_release = */ release_state,
-    /* .free_params = */ NULL, /* .is_view = */ 0,
-};
-const zci_op zci_op_Upsample = {
-    "Upsample", "", 7, upsample_infer, resize_cpu, resize_prepare, release_state, NULL, 0,
-};
-/* clang-format on */
+const zci_op zci_op_Resize = {.type = "Resize",
+                              .domain = "",
+                              .since = 10,
+                              .infer = resize_infer,
+                              .cpu = resize_cpu,
+                              .cpu_prepare = resize_prepare,
+                              .cpu_release = release_state};
+const zci_op zci_op_Upsample = {.type = "Upsample",
+                                .domain = "",
+                                .since = 7,
+                                .infer = upsample_infer,
+                                .cpu = resize_cpu,
+                                .cpu_prepare = resize_prepare,
+                                .cpu_release = release_state};

@@ -14,6 +14,10 @@
 
 #include "ops/op.h"
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 /* Below this many bytes a copy runs on one thread: waking a team costs more than it saves. */
 #define PAR_MIN_BYTES ((int64_t)1 << 16)
 /* Side of the square tiles of the blocked 2-D transpose (elements). */
@@ -177,10 +181,64 @@ static int64_t row_out_offset(const copy_plan *p, int64_t r, int last, int skip)
     return off;
 }
 
+#if defined(__AVX__)
+/* Transposes one 8x8 block of 4-byte elements in registers: row r of S (8 contiguous elements,
+ * rows ss elements apart) becomes column r of D (rows ds elements apart). Both sides are
+ * contiguous vector accesses, which is what makes the tiled transpose memory-bound rather than
+ * load-bound. */
+static inline void transpose8x8_32(float *D, int64_t ds, const float *S, int64_t ss)
+{
+    __m256 r0 = _mm256_loadu_ps(S), r1 = _mm256_loadu_ps(S + ss);
+    __m256 r2 = _mm256_loadu_ps(S + 2 * ss), r3 = _mm256_loadu_ps(S + 3 * ss);
+    __m256 r4 = _mm256_loadu_ps(S + 4 * ss), r5 = _mm256_loadu_ps(S + 5 * ss);
+    __m256 r6 = _mm256_loadu_ps(S + 6 * ss), r7 = _mm256_loadu_ps(S + 7 * ss);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(D, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(D + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(D + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(D + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(D + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(D + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(D + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(D + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+/* One tile of a transpose: output rows j0..j1 (osJ elements apart, contiguous along L), input
+ * contiguous along J with L's elements sL apart (both in elements). */
+static void copy_tile(char *dst, const char *src, int64_t j0, int64_t j1, int64_t l0, int64_t l1,
+                      int64_t osJ, int64_t sL, size_t esz)
+{
+    int64_t j = j0;
+#if defined(__AVX__)
+    if (esz == 4) {
+        for (; j + 8 <= j1; j += 8) {
+            int64_t l = l0;
+            for (; l + 8 <= l1; l += 8)
+                transpose8x8_32((float *)dst + j * osJ + l, osJ, (const float *)src + j + l * sL,
+                                sL);
+            for (int64_t jj = j; jj < j + 8 && l < l1; jj++)
+                copy_row(dst + (size_t)(jj * osJ + l) * 4, src + (jj + l * sL) * 4, l1 - l, sL * 4,
+                         4);
+        }
+    }
+#endif
+    for (; j < j1; j++)
+        copy_row(dst + (size_t)(j * osJ + l0) * esz, src + (j + l0 * sL) * (int64_t)esz, l1 - l0,
+                 sL * (int64_t)esz, esz);
+}
+
 static void copy_tiled(char *dst, const char *src, const copy_plan *p, size_t esz, int nthreads)
 {
     const int L = p->nd - 1, J = p->tile_dim;
-    const int64_t nJ = p->dims[J], nL = p->dims[L], sL = p->stride[L] * (int64_t)esz;
+    const int64_t nJ = p->dims[J], nL = p->dims[L], sL = p->stride[L];
     int64_t osJ = 1;
     for (int d = J + 1; d < p->nd; d++) osJ *= p->dims[d];
     int64_t outer = 1;
@@ -195,11 +253,8 @@ static void copy_tiled(char *dst, const char *src, const copy_plan *p, size_t es
         int64_t in_off = row_offset(p, o, L, J), out_off = row_out_offset(p, o, L, J);
         int64_t j0 = tj * TILE, j1 = j0 + TILE < nJ ? j0 + TILE : nJ;
         int64_t l0 = tl * TILE, l1 = l0 + TILE < nL ? l0 + TILE : nL;
-        for (int64_t j = j0; j < j1; j++) {
-            char *d = dst + (size_t)(out_off + j * osJ + l0) * esz;
-            const char *s = src + (in_off + j) * (int64_t)esz + l0 * sL;
-            copy_row(d, s, l1 - l0, sL, esz);
-        }
+        copy_tile(dst + (size_t)out_off * esz, src + in_off * (int64_t)esz, j0, j1, l0, l1, osJ, sL,
+                  esz);
     }
 }
 
@@ -279,8 +334,8 @@ static zci_status view_output(zci_graph *g, zci_node *n, const int64_t *dims, in
     if (want != have) {
         char a[128], b[128];
         return zci_error(ZCI_INVALID_MODEL,
-                         "input '%s' of shape %s (%lld elements) cannot become shape %s",
-                         tname(x), zci_shape_str(x->dims, x->ndim, a, sizeof a), (long long)have,
+                         "input '%s' of shape %s (%lld elements) cannot become shape %s", tname(x),
+                         zci_shape_str(x->dims, x->ndim, a, sizeof a), (long long)have,
                          zci_shape_str(dims, nd, b, sizeof b));
     }
     zci_tensor_set_shape(ZCI_OUT(g, n, 0), x->dtype, dims, nd);
@@ -332,8 +387,8 @@ static zci_status reshape_infer(zci_graph *g, zci_node *n)
             if (i >= x->ndim) {
                 free(shape);
                 return zci_error(ZCI_INVALID_MODEL,
-                                 "shape[%d] = 0 copies input dim %d, but input '%s' has rank %d",
-                                 i, i, tname(x), x->ndim);
+                                 "shape[%d] = 0 copies input dim %d, but input '%s' has rank %d", i,
+                                 i, tname(x), x->ndim);
             }
             d = x->dims[i];
         } else if (d == -1) {
@@ -361,9 +416,10 @@ static zci_status reshape_infer(zci_graph *g, zci_node *n)
             dims[infer_at] = 0;
         } else {
             if (total % known)
-                return zci_error(ZCI_INVALID_MODEL,
-                                 "cannot infer the -1 dim: %lld elements are not a multiple of %lld",
-                                 (long long)total, (long long)known);
+                return zci_error(
+                    ZCI_INVALID_MODEL,
+                    "cannot infer the -1 dim: %lld elements are not a multiple of %lld",
+                    (long long)total, (long long)known);
             dims[infer_at] = total / known;
         }
     }
@@ -424,7 +480,8 @@ static zci_status squeeze_infer(zci_graph *g, zci_node *n)
     int present;
     ZCI_TRY(read_axes(g, n, &axes, &count, &present));
     int drop[ZCI_MAX_DIMS] = {0};
-    if (present) {
+    /* An empty axes tensor means "not given", as in onnxruntime: every size-1 axis goes. */
+    if (present && count > 0) {
         for (int64_t i = 0; i < count; i++) {
             int a;
             zci_status st = zci_norm_axis(axes[i], x->ndim, &a);
@@ -518,7 +575,8 @@ static zci_status concat_infer(zci_graph *g, zci_node *n)
     const zci_tensor *x0 = ZCI_IN(g, n, 0);
     size_t esz;
     ZCI_TRY(movable_size(x0, &esz));
-    int64_t axis = n->opset < 4 ? zci_attr_int(n, "axis", 1, &st) : zci_attr_int(n, "axis", INT64_MIN, &st);
+    int64_t axis =
+        n->opset < 4 ? zci_attr_int(n, "axis", 1, &st) : zci_attr_int(n, "axis", INT64_MIN, &st);
     if (st) return st;
     if (axis == INT64_MIN) return zci_error(ZCI_INVALID_MODEL, "attribute 'axis' is missing");
     if (x0->ndim == 0)
@@ -578,7 +636,8 @@ static zci_status concat_cpu(const zci_kernel_ctx *k)
         int64_t off = o * out_row;
         for (int i = 0; i < n->n_in; i++) {
             int64_t bytes = ZCI_KIN(k, i)->dims[axis] * inner;
-            if (bytes) memcpy(dst + off, (const char *)ZCI_KIN_DATA(k, i) + o * bytes, (size_t)bytes);
+            if (bytes)
+                memcpy(dst + off, (const char *)ZCI_KIN_DATA(k, i) + o * bytes, (size_t)bytes);
             off += bytes;
         }
     }
@@ -1162,8 +1221,7 @@ static zci_status constant_value(const zci_node *n, zci_dtype *dt, int64_t *dims
         dims[0] = a->n;
         *data = a->ints;
         return ZCI_OK;
-    default:
-        break;
+    default: break;
     }
     return zci_error(ZCI_INVALID_MODEL, "attribute '%s' has the wrong type", a->name);
 }
@@ -1221,7 +1279,8 @@ static int range_is_float(zci_dtype dt) { return dt == ZCI_FLOAT32 || dt == ZCI_
 static zci_status range_count(const zci_tensor *t, const void *const v[3], int64_t *count)
 {
     if (range_is_float(t->dtype)) {
-        double s = range_scalar_f(t, v[0]), l = range_scalar_f(t, v[1]), d = range_scalar_f(t, v[2]);
+        double s = range_scalar_f(t, v[0]), l = range_scalar_f(t, v[1]),
+               d = range_scalar_f(t, v[2]);
         if (d == 0 || !isfinite(s) || !isfinite(l) || !isfinite(d))
             return zci_error(ZCI_INVALID_MODEL, "Range needs finite values and a non-zero delta");
         double c = ceil((l - s) / d);
@@ -1256,8 +1315,10 @@ static zci_status range_infer(zci_graph *g, zci_node *n)
         if (!t0) t0 = t;
         if (t->dtype != ZCI_FLOAT32 && t->dtype != ZCI_FLOAT64 && t->dtype != ZCI_INT16 &&
             t->dtype != ZCI_INT32 && t->dtype != ZCI_INT64)
-            return zci_error(ZCI_UNSUPPORTED, "input '%s' is %s; Range supports float, double, "
-                             "int16, int32 and int64", tname(t), zci_dtype_name(t->dtype));
+            return zci_error(ZCI_UNSUPPORTED,
+                             "input '%s' is %s; Range supports float, double, "
+                             "int16, int32 and int64",
+                             tname(t), zci_dtype_name(t->dtype));
         if (t->dtype != t0->dtype)
             return zci_error(ZCI_INVALID_MODEL, "inputs '%s' (%s) and '%s' (%s) differ in type",
                              tname(t0), zci_dtype_name(t0->dtype), tname(t),
@@ -1307,53 +1368,56 @@ static zci_status range_cpu(const zci_kernel_ctx *k)
 
 /* ================================================================ op table */
 
-/* clang-format off */
 const zci_op zci_op_Concat = {
-    /* .type = */ "Concat", /* .domain = */ "", /* .since = */ 1,
-    /* .infer = */ concat_infer, /* .cpu = */ concat_cpu,
-    /* .cpu_prepare = */ NULL, /* .cpu_release = */ NULL, /* .free_params = */ NULL,
-    /* .is_view = */ 0,
-};
+    .type = "Concat", .domain = "", .since = 1, .infer = concat_infer, .cpu = concat_cpu};
 const zci_op zci_op_Split = {
-    "Split", "", 1, split_infer, split_cpu, NULL, NULL, NULL, 0,
-};
+    .type = "Split", .domain = "", .since = 1, .infer = split_infer, .cpu = split_cpu};
 const zci_op zci_op_Slice = {
-    "Slice", "", 1, slice_infer, copy_cpu, NULL, NULL, NULL, 0,
-};
-const zci_op zci_op_Reshape = {
-    "Reshape", "", 1, reshape_infer, view_cpu, NULL, NULL, NULL, 1,
-};
+    .type = "Slice", .domain = "", .since = 1, .infer = slice_infer, .cpu = copy_cpu};
+const zci_op zci_op_Reshape = {.type = "Reshape",
+                               .domain = "",
+                               .since = 1,
+                               .infer = reshape_infer,
+                               .cpu = view_cpu,
+                               .is_view = 1};
 const zci_op zci_op_Transpose = {
-    "Transpose", "", 1, transpose_infer, copy_cpu, NULL, NULL, NULL, 0,
-};
-const zci_op zci_op_Flatten = {
-    "Flatten", "", 1, flatten_infer, view_cpu, NULL, NULL, NULL, 1,
-};
-const zci_op zci_op_Squeeze = {
-    "Squeeze", "", 1, squeeze_infer, view_cpu, NULL, NULL, NULL, 1,
-};
-const zci_op zci_op_Unsqueeze = {
-    "Unsqueeze", "", 1, unsqueeze_infer, view_cpu, NULL, NULL, NULL, 1,
-};
+    .type = "Transpose", .domain = "", .since = 1, .infer = transpose_infer, .cpu = copy_cpu};
+const zci_op zci_op_Flatten = {.type = "Flatten",
+                               .domain = "",
+                               .since = 1,
+                               .infer = flatten_infer,
+                               .cpu = view_cpu,
+                               .is_view = 1};
+const zci_op zci_op_Squeeze = {.type = "Squeeze",
+                               .domain = "",
+                               .since = 1,
+                               .infer = squeeze_infer,
+                               .cpu = view_cpu,
+                               .is_view = 1};
+const zci_op zci_op_Unsqueeze = {.type = "Unsqueeze",
+                                 .domain = "",
+                                 .since = 1,
+                                 .infer = unsqueeze_infer,
+                                 .cpu = view_cpu,
+                                 .is_view = 1};
 const zci_op zci_op_Expand = {
-    "Expand", "", 8, expand_infer, copy_cpu, NULL, NULL, NULL, 0,
-};
+    .type = "Expand", .domain = "", .since = 8, .infer = expand_infer, .cpu = copy_cpu};
 const zci_op zci_op_Shape = {
-    "Shape", "", 1, shape_infer, shape_cpu, NULL, NULL, NULL, 0,
-};
+    .type = "Shape", .domain = "", .since = 1, .infer = shape_infer, .cpu = shape_cpu};
 const zci_op zci_op_Gather = {
-    "Gather", "", 1, gather_infer, gather_cpu, NULL, NULL, NULL, 0,
-};
-const zci_op zci_op_ConstantOfShape = {
-    "ConstantOfShape", "", 9, constantofshape_infer, constantofshape_cpu, NULL, NULL, NULL, 0,
-};
+    .type = "Gather", .domain = "", .since = 1, .infer = gather_infer, .cpu = gather_cpu};
+const zci_op zci_op_ConstantOfShape = {.type = "ConstantOfShape",
+                                       .domain = "",
+                                       .since = 9,
+                                       .infer = constantofshape_infer,
+                                       .cpu = constantofshape_cpu};
 const zci_op zci_op_Constant = {
-    "Constant", "", 1, constant_infer, constant_cpu, NULL, NULL, NULL, 0,
-};
+    .type = "Constant", .domain = "", .since = 1, .infer = constant_infer, .cpu = constant_cpu};
 const zci_op zci_op_Range = {
-    "Range", "", 11, range_infer, range_cpu, NULL, NULL, NULL, 0,
-};
-const zci_op zci_op_Identity = {
-    "Identity", "", 1, identity_infer, view_cpu, NULL, NULL, NULL, 1,
-};
-/* clang-format on */
+    .type = "Range", .domain = "", .since = 11, .infer = range_infer, .cpu = range_cpu};
+const zci_op zci_op_Identity = {.type = "Identity",
+                                .domain = "",
+                                .since = 1,
+                                .infer = identity_infer,
+                                .cpu = view_cpu,
+                                .is_view = 1};

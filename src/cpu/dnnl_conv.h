@@ -1,0 +1,52 @@
+/* dnnl_conv.h: convolutions through oneDNN (built only with ZCI_HAVE_DNNL).
+ *
+ * One object per Conv node, made at planning: the primitive for the node's fixed shapes, its
+ * weights reordered once into the layout the primitive prefers, the fused epilogue as oneDNN
+ * post-ops, and every buffer a run needs (scratchpad, and the blocked copies of source and
+ * destination when the primitive prefers a blocked layout to the graph's plain NCHW). A run
+ * allocates nothing.
+ *
+ * Threads: Debian's oneDNN uses OpenMP and sizes its parallel regions (and, at creation, its
+ * work split) from omp_get_max_threads(). Both functions below set the calling thread's OpenMP
+ * thread count to the object's for their duration and restore it before returning. One object
+ * may be run by one thread at a time. */
+#ifndef ZCI_CPU_DNNL_CONV_H
+#define ZCI_CPU_DNNL_CONV_H
+
+#ifdef ZCI_HAVE_DNNL
+
+#include "ops/conv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct zci_dnnl_conv zci_dnnl_conv;
+
+/* Builds the convolution described by p (shapes, geometry, group, epilogue) with the given
+ * weights (plain (M, C / group, kernel...) layout, read only here). `nthreads` is the thread
+ * count for creation and for every run. ZCI_UNSUPPORTED when oneDNN has no implementation for
+ * it (the caller falls back to the built-in kernels), ZCI_OUT_OF_MEMORY, or ZCI_INTERNAL with
+ * oneDNN's status for anything else. */
+zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, int nthreads, zci_dnnl_conv **out);
+
+/* y = conv(x) with the epilogue. bias: M floats or NULL (as p->has_bias said at creation); sum:
+ * the residual (the output's shape) or NULL when p->sum_input < 0. y may equal sum. */
+zci_status zci_dnnl_conv_run(zci_dnnl_conv *c, const float *x, const float *bias, const float *sum, float *y);
+
+/* Which oneDNN implementation was chosen ("brgconv:avx512_core", ...), for logs and benches. */
+const char *zci_dnnl_conv_impl(const zci_dnnl_conv *c);
+
+/* Bytes held besides the weights (blocked copies, scratchpad): what the choice of a blocked
+ * layout costs in memory. */
+size_t zci_dnnl_conv_buffer_bytes(const zci_dnnl_conv *c);
+
+/* Accepts NULL. */
+void zci_dnnl_conv_free(zci_dnnl_conv *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ZCI_HAVE_DNNL */
+#endif

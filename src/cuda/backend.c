@@ -1,0 +1,523 @@
+/* backend.c: the CUDA backend's planning: device, streams and library handles; the element
+ * type of every tensor on the device; the load-time check of every node against the dispatch
+ * table; constants uploaded once; one activation arena from the liveness planner; the own
+ * input/output buffers and pinned staging; per-node state; then a warm-up run and the capture
+ * of the whole body as a CUDA graph, so that the first inference has no lazy work left.
+ * The run paths are in run.c. */
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cuda/cuda_internal.h"
+
+enum { CU_ALIGN = 256 };
+
+/* cuBLAS wants some workspace of its own for its faster kernels; when no convolution asks for
+ * more, the shared workspace still gets this much. */
+#define CU_MIN_WORKSPACE ((size_t)4 << 20)
+
+/* ---------------------------------------------------------------- errors */
+
+zci_status cu_cuda_error(cudaError_t e, const char *call)
+{
+    zci_status code = ZCI_DEVICE_ERROR;
+    if (e == cudaErrorMemoryAllocation) code = ZCI_OUT_OF_MEMORY;
+    else if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) code = ZCI_NO_DEVICE;
+    return zci_error(code, "%s failed: %s (%s)", call, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+zci_status cu_cudnn_error(cudnnStatus_t e, const char *call)
+{
+    zci_status code = e == CUDNN_STATUS_ALLOC_FAILED ? ZCI_OUT_OF_MEMORY : ZCI_DEVICE_ERROR;
+    return zci_error(code, "%s failed: cuDNN: %s", call, cudnnGetErrorString(e));
+}
+
+zci_status cu_cublas_error(cublasStatus_t e, const char *call)
+{
+    zci_status code = e == CUBLAS_STATUS_ALLOC_FAILED ? ZCI_OUT_OF_MEMORY : ZCI_DEVICE_ERROR;
+    return zci_error(code, "%s failed: cuBLAS: %s (%s)", call, cublasGetStatusString(e), cublasGetStatusName(e));
+}
+
+/* ---------------------------------------------------------------- memory */
+
+zci_status cu_malloc(cu_ctx *c, size_t bytes, const char *what, void **out)
+{
+    *out = NULL;
+    ZCI_TRY(zci_grow((void **)&c->allocs, c->n_allocs, &c->cap_allocs, sizeof(void *)));
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* an allocation failure is not sticky: clear it */
+        if (e == cudaErrorMemoryAllocation)
+            return zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate %zu bytes of device memory for %s", bytes, what);
+        return cu_cuda_error(e, "cudaMalloc");
+    }
+    c->allocs[c->n_allocs++] = p;
+    c->device_bytes += bytes;
+    *out = p;
+    return ZCI_OK;
+}
+
+zci_status cu_upload(cu_ctx *c, const void *host, size_t bytes, const char *what, void **out)
+{
+    ZCI_TRY(cu_malloc(c, bytes, what, out));
+    if (bytes) CU_TRY(cudaMemcpy(*out, host, bytes, cudaMemcpyHostToDevice));
+    return ZCI_OK;
+}
+
+/* Converts n elements of host data between float32 and float16 (or copies same types). */
+static void host_convert(const void *src, zci_dtype st, void *dst, zci_dtype dt, int64_t n)
+{
+    if (st == dt) {
+        memcpy(dst, src, (size_t)n * zci_dtype_size(st));
+    } else if (st == ZCI_FLOAT32 && dt == ZCI_FLOAT16) {
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = zci_f32_to_f16(((const float *)src)[i]);
+    } else {
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = zci_f16_to_f32(((const uint16_t *)src)[i]);
+    }
+}
+
+zci_status cu_upload_const(cu_ctx *c, int t, zci_dtype dtype, void **out)
+{
+    const zci_tensor *x = &c->g->tensors[t];
+    if (x->kind != ZCI_TENSOR_CONSTANT || !x->data)
+        return zci_error(ZCI_INTERNAL, "tensor '%s' is not a constant", x->name);
+    int64_t n = zci_tensor_numel(x);
+    if (x->dtype == dtype) return cu_upload(c, x->data, (size_t)n * zci_dtype_size(dtype), x->name, out);
+    int conv = (x->dtype == ZCI_FLOAT32 && dtype == ZCI_FLOAT16) || (x->dtype == ZCI_FLOAT16 && dtype == ZCI_FLOAT32);
+    if (!conv)
+        return zci_error(ZCI_INTERNAL, "constant '%s': no conversion from %s to %s", x->name,
+                         zci_dtype_name(x->dtype), zci_dtype_name(dtype));
+    size_t bytes = (size_t)n * zci_dtype_size(dtype);
+    void *tmp = zci_malloc(bytes ? bytes : 1, "constant conversion");
+    if (!tmp) return ZCI_OUT_OF_MEMORY;
+    host_convert(x->data, x->dtype, tmp, dtype, n);
+    zci_status st = cu_upload(c, tmp, bytes, x->name, out);
+    free(tmp);
+    return st;
+}
+
+void cu_need_workspace(cu_ctx *c, size_t bytes)
+{
+    if (bytes > c->workspace_size) c->workspace_size = bytes;
+}
+
+/* ---------------------------------------------------------------- shapes */
+
+void cu_strides(const int64_t *dims, int nd, int64_t *strides)
+{
+    int64_t s = 1;
+    for (int i = nd - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= dims[i];
+    }
+}
+
+zci_status cu_check_index_range(const cu_ctx *c, const zci_node *n)
+{
+    for (int k = 0; k < n->n_in + n->n_out; k++) {
+        int t = k < n->n_in ? n->in[k] : n->out[k - n->n_in];
+        if (t < 0) continue;
+        const zci_tensor *x = &c->g->tensors[t];
+        if (zci_tensor_numel(x) >= ((int64_t)1 << 31))
+            return zci_error(ZCI_UNSUPPORTED, "tensor '%s' has %lld elements; the CUDA kernels index up to 2^31",
+                             x->name, (long long)zci_tensor_numel(x));
+    }
+    return ZCI_OK;
+}
+
+/* ---------------------------------------------------------------- devices */
+
+zci_status zci_cuda_device_count(int *count)
+{
+    if (!count) return zci_error(ZCI_INVALID_ARGUMENT, "zci_cuda_device_count: count is NULL");
+    *count = 0;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return ZCI_OK; /* no driver or no GPU: zero devices, not an error */
+    }
+    *count = n;
+    return ZCI_OK;
+}
+
+/* ---------------------------------------------------------------- planning */
+
+/* A view's output shares its input's storage unless it is a model output (the caller's buffer,
+ * or the session's output buffer, must receive the bytes): as the CPU backend decides. */
+static int can_alias(const zci_graph *g, const zci_node *n)
+{
+    return n->op->is_view && n->in[0] >= 0 && !g->tensors[n->out[0]].is_output;
+}
+
+static zci_dtype device_dtype(const cu_ctx *c, zci_dtype t) { return c->fp16 && t == ZCI_FLOAT32 ? ZCI_FLOAT16 : t; }
+
+/* Checks every live node against the dispatch table, so that what the GPU cannot run is known
+ * before any device memory is taken. */
+static zci_status check_nodes(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    for (int p = 0; p < g->n_order; p++) {
+        const zci_node *n = &g->nodes[g->order[p]];
+        for (int k = 0; k < n->n_in + n->n_out; k++) {
+            int t = k < n->n_in ? n->in[k] : n->out[k - n->n_in];
+            if (t >= 0 && !zci_dtype_size(g->tensors[t].dtype))
+                return zci_error(ZCI_UNSUPPORTED, "%s: tensor '%s' has type %s, which the CUDA backend cannot hold",
+                                 zci_node_desc(g, n), g->tensors[t].name, zci_dtype_name(g->tensors[t].dtype));
+        }
+        if (can_alias(g, n)) continue;
+        const cu_op *op = cu_op_find(n->op_type);
+        if (!op)
+            return zci_error(ZCI_UNSUPPORTED, "%s: the CUDA backend has no kernel for op %s", zci_node_desc(g, n),
+                             n->op_type);
+        zci_status st = cu_check_index_range(c, n);
+        if (st == ZCI_OK && op->supports) st = op->supports(c, n);
+        if (st != ZCI_OK)
+            return zci_error_prefix(ZCI_UNSUPPORTED, "%s: not supported by the CUDA backend", zci_node_desc(g, n));
+        c->nodes[g->order[p]].op = op;
+    }
+    return ZCI_OK;
+}
+
+/* Every constant a live node reads (or a model output names), in the device type, packed into
+ * one allocation. */
+static zci_status upload_constants(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    int nt = g->n_tensors;
+    char *need = zci_calloc((size_t)nt + 1, 1, "constant table");
+    if (!need) return ZCI_OUT_OF_MEMORY;
+    for (int p = 0; p < g->n_order; p++) {
+        const zci_node *n = &g->nodes[g->order[p]];
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0 && g->tensors[n->in[k]].kind == ZCI_TENSOR_CONSTANT) need[n->in[k]] = 1;
+    }
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->tensors[g->outputs[i]].kind == ZCI_TENSOR_CONSTANT) need[g->outputs[i]] = 1;
+    size_t total = 0;
+    for (int t = 0; t < nt; t++)
+        if (need[t] && g->tensors[t].data) total += zci_align((size_t)cu_numel(c, t) * cu_esize(c, t), CU_ALIGN);
+    zci_status st = ZCI_OK;
+    char *host = total ? zci_malloc(total, "constants") : NULL;
+    void *dev = NULL;
+    if (total && !host) st = ZCI_OUT_OF_MEMORY;
+    if (st == ZCI_OK && total) st = cu_malloc(c, total, "the model's constants", &dev);
+    size_t off = 0;
+    for (int t = 0; st == ZCI_OK && t < nt; t++) {
+        const zci_tensor *x = &g->tensors[t];
+        if (!need[t] || !x->data) continue;
+        host_convert(x->data, x->dtype, host + off, c->dt[t], cu_numel(c, t));
+        c->ptr[t] = (char *)dev + off;
+        off += zci_align((size_t)cu_numel(c, t) * cu_esize(c, t), CU_ALIGN);
+    }
+    if (st == ZCI_OK && total) {
+        cudaError_t e = cudaMemcpy(dev, host, total, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) st = cu_cuda_error(e, "cudaMemcpy (constants)");
+    }
+    free(host);
+    free(need);
+    return st;
+}
+
+/* The activation arena (zci_memplan over device sizes), and where views point. */
+static zci_status plan_memory(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    int nt = g->n_tensors;
+    size_t *size = zci_calloc((size_t)nt + 1, sizeof *size, "memory plan");
+    size_t *offset = zci_calloc((size_t)nt + 1, sizeof *offset, "memory plan");
+    zci_status st = size && offset ? ZCI_OK : ZCI_OUT_OF_MEMORY;
+    if (st == ZCI_OK) {
+        for (int t = 0; t < nt; t++) {
+            const zci_tensor *x = &g->tensors[t];
+            if (x->kind == ZCI_TENSOR_ACTIVATION && !x->is_output && c->alias[t] < 0 && x->producer >= 0)
+                size[t] = (size_t)zci_tensor_numel(x) * cu_esize(c, t);
+        }
+        st = zci_memplan(g, size, c->alias, CU_ALIGN, offset, &c->arena_size);
+    }
+    if (st == ZCI_OK && c->arena_size) st = cu_malloc(c, c->arena_size, "the activation arena", &c->arena);
+    for (int t = 0; st == ZCI_OK && t < nt; t++)
+        if (size[t]) c->ptr[t] = (char *)c->arena + offset[t];
+    free(size);
+    free(offset);
+    return st;
+}
+
+void cu_resolve_views(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    for (int p = 0; p < g->n_order; p++) {
+        const zci_node *n = &g->nodes[g->order[p]];
+        if (can_alias(g, n)) c->ptr[n->out[0]] = c->ptr[n->in[0]];
+    }
+}
+
+/* Own input/output buffers (I/O types), device buffers of the model's inputs and outputs where
+ * the device type differs, and the pinned staging for the regular path. */
+static zci_status plan_io(cu_ctx *c)
+{
+    zci_session *s = c->s;
+    const zci_graph *g = c->g;
+    c->in_buf = zci_calloc((size_t)s->n_in + 1, sizeof(void *), "input buffers");
+    c->out_buf = zci_calloc((size_t)s->n_out + 1, sizeof(void *), "output buffers");
+    c->in_stage = zci_calloc((size_t)s->n_in + 1, sizeof(void *), "staging");
+    c->out_stage = zci_calloc((size_t)s->n_out + 1, sizeof(void *), "staging");
+    if (!c->in_buf || !c->out_buf || !c->in_stage || !c->out_stage) return ZCI_OUT_OF_MEMORY;
+    size_t pinned = 0;
+    for (int i = 0; i < s->n_in; i++) {
+        int t = g->inputs[i];
+        ZCI_TRY(cu_malloc(c, s->in_info[i].bytes, s->in_info[i].name, &c->in_buf[i]));
+        CU_TRY(cudaMemset(c->in_buf[i], 0, s->in_info[i].bytes));
+        if (s->in_info[i].dtype == c->dt[t]) {
+            c->ptr[t] = c->in_buf[i];
+        } else {
+            size_t b = (size_t)cu_numel(c, t) * cu_esize(c, t);
+            ZCI_TRY(cu_malloc(c, b, s->in_info[i].name, &c->ptr[t]));
+            CU_TRY(cudaMemset(c->ptr[t], 0, b));
+        }
+        pinned += zci_align(s->in_info[i].bytes, CU_ALIGN);
+    }
+    for (int i = 0; i < s->n_out; i++) {
+        int t = g->outputs[i];
+        ZCI_TRY(cu_malloc(c, s->out_info[i].bytes, s->out_info[i].name, &c->out_buf[i]));
+        CU_TRY(cudaMemset(c->out_buf[i], 0, s->out_info[i].bytes));
+        /* a produced output lives in the own buffer when the types agree and no earlier output
+         * names the same tensor; inputs and constants keep their own storage */
+        int first = 1;
+        for (int j = 0; j < i; j++) first &= g->outputs[j] != t;
+        if (g->tensors[t].producer >= 0 && first && !c->ptr[t]) {
+            if (s->out_info[i].dtype == c->dt[t]) {
+                c->ptr[t] = c->out_buf[i];
+            } else {
+                ZCI_TRY(cu_malloc(c, (size_t)cu_numel(c, t) * cu_esize(c, t), s->out_info[i].name, &c->ptr[t]));
+            }
+        }
+        pinned += zci_align(s->out_info[i].bytes, CU_ALIGN);
+    }
+    if (pinned) {
+        CU_TRY(cudaHostAlloc(&c->pinned, pinned, cudaHostAllocDefault));
+        memset(c->pinned, 0, pinned); /* touch every page now, not in the first run */
+    }
+    size_t off = 0;
+    for (int i = 0; i < s->n_in; i++) {
+        c->in_stage[i] = (char *)c->pinned + off;
+        off += zci_align(s->in_info[i].bytes, CU_ALIGN);
+    }
+    for (int i = 0; i < s->n_out; i++) {
+        c->out_stage[i] = (char *)c->pinned + off;
+        off += zci_align(s->out_info[i].bytes, CU_ALIGN);
+    }
+    return ZCI_OK;
+}
+
+static zci_status prepare_nodes(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    for (int p = 0; p < g->n_order; p++) {
+        int ni = g->order[p];
+        const zci_node *n = &g->nodes[ni];
+        cu_node *cn = &c->nodes[ni];
+        if (!cn->op || !cn->op->prepare) continue;
+        zci_status st = cn->op->prepare(c, n, &cn->state);
+        if (st != ZCI_OK) return zci_error_prefix(st, "%s", zci_node_desc(g, n));
+    }
+    return ZCI_OK;
+}
+
+static zci_status create_handles(cu_ctx *c)
+{
+    CU_TRY(cudaStreamCreateWithFlags(&c->own_stream, cudaStreamNonBlocking));
+    c->stream = c->s->opts.cuda_stream ? (cudaStream_t)c->s->opts.cuda_stream : c->own_stream;
+    CU_TRY(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming));
+    for (int i = 0; i < (int)(sizeof c->chunk_ev / sizeof c->chunk_ev[0]); i++)
+        CU_TRY(cudaEventCreateWithFlags(&c->chunk_ev[i], cudaEventDisableTiming));
+    CUDNN_TRY(cudnnCreate(&c->cudnn));
+    CUBLAS_TRY(cublasCreate(&c->cublas));
+    /* FP32 GEMMs stay IEEE FP32 unless TF32 is allowed; FP16 GEMMs use tensor cores in any mode */
+    CUBLAS_TRY(cublasSetMathMode(c->cublas, c->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    CUBLAS_TRY(cublasSetPointerMode(c->cublas, CUBLAS_POINTER_MODE_HOST));
+    return ZCI_OK;
+}
+
+/* The shared workspace, for cuDNN (passed per call) and cuBLAS (set once: a captured graph must
+ * not allocate). */
+static zci_status alloc_workspace(cu_ctx *c)
+{
+    cu_need_workspace(c, CU_MIN_WORKSPACE);
+    ZCI_TRY(cu_malloc(c, c->workspace_size, "the convolution workspace", &c->workspace));
+    CUBLAS_TRY(cublasSetWorkspace(c->cublas, c->workspace, c->workspace_size));
+    return ZCI_OK;
+}
+
+/* One eager run (loads kernels, lets the libraries initialise lazily what they do), then the
+ * capture of the body on the own stream. */
+static zci_status warm_up_and_capture(cu_ctx *c)
+{
+    ZCI_TRY(cu_run_nodes(c, c->own_stream));
+    CU_TRY(cudaStreamSynchronize(c->own_stream));
+    if (!c->s->opts.use_cuda_graph) return ZCI_OK;
+    CU_TRY(cudaStreamBeginCapture(c->own_stream, cudaStreamCaptureModeThreadLocal));
+    zci_status st = cu_run_nodes(c, c->own_stream);
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->own_stream, &graph);
+    if (st != ZCI_OK) {
+        if (graph) cudaGraphDestroy(graph);
+        return zci_error_prefix(st, "while capturing the CUDA graph");
+    }
+    if (e != cudaSuccess) return cu_cuda_error(e, "cudaStreamEndCapture");
+    c->graph = graph;
+    CU_TRY(cudaGraphInstantiate(&c->graph_exec, c->graph, 0));
+    CU_TRY(cudaGraphUpload(c->graph_exec, c->own_stream));
+    CU_TRY(cudaGraphLaunch(c->graph_exec, c->own_stream));
+    CU_TRY(cudaStreamSynchronize(c->own_stream));
+    return ZCI_OK;
+}
+
+/* Runs an OpenMP region once so that the staging threads exist before the first inference. */
+static void warm_threads(cu_ctx *c)
+{
+#ifdef _OPENMP
+    int procs = omp_get_num_procs();
+    c->n_host_threads = procs < 8 ? procs : 8;
+    if (c->s->opts.num_threads > 0 && c->s->opts.num_threads < c->n_host_threads)
+        c->n_host_threads = c->s->opts.num_threads;
+    volatile int sink = 0;
+#pragma omp parallel num_threads(c->n_host_threads)
+    {
+        sink = sink + 1;
+    }
+    (void)sink;
+#endif
+    if (c->n_host_threads < 1) c->n_host_threads = 1;
+}
+
+static void release_ctx(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    if (c->done) cudaEventSynchronize(c->done);
+    if (c->own_stream) cudaStreamSynchronize(c->own_stream);
+    if (c->graph_exec) cudaGraphExecDestroy(c->graph_exec);
+    if (c->graph) cudaGraphDestroy(c->graph);
+    if (c->nodes)
+        for (int i = 0; i < g->n_nodes; i++) {
+            cu_node *cn = &c->nodes[i];
+            if (!cn->state) continue;
+            if (cn->op && cn->op->release) cn->op->release(cn->state);
+            else free(cn->state);
+        }
+    for (int i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i]);
+    if (c->pinned) cudaFreeHost(c->pinned);
+    if (c->cublas) cublasDestroy(c->cublas);
+    if (c->cudnn) cudnnDestroy(c->cudnn);
+    for (int i = 0; i < (int)(sizeof c->chunk_ev / sizeof c->chunk_ev[0]); i++)
+        if (c->chunk_ev[i]) cudaEventDestroy(c->chunk_ev[i]);
+    if (c->done) cudaEventDestroy(c->done);
+    if (c->own_stream) cudaStreamDestroy(c->own_stream);
+    (void)cudaGetLastError();
+    free(c->allocs);
+    free(c->ptr);
+    free(c->dt);
+    free(c->alias);
+    free(c->nodes);
+    free(c->in_buf);
+    free(c->out_buf);
+    free(c->in_stage);
+    free(c->out_stage);
+    free(c);
+}
+
+static void cuda_release(zci_session *s)
+{
+    cu_ctx *c = s->be_ctx;
+    if (!c) return;
+    int prev = -1;
+    if (cudaGetDevice(&prev) == cudaSuccess && prev != c->device) cudaSetDevice(c->device);
+    release_ctx(c);
+    if (prev >= 0 && prev != c->device) cudaSetDevice(prev);
+    s->be_ctx = NULL;
+}
+
+static zci_status prepare_ctx(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    int nt = g->n_tensors;
+    c->ptr = zci_calloc((size_t)nt + 1, sizeof *c->ptr, "tensor table");
+    c->dt = zci_calloc((size_t)nt + 1, sizeof *c->dt, "tensor table");
+    c->alias = zci_malloc(((size_t)nt + 1) * sizeof *c->alias, "tensor table");
+    c->nodes = zci_calloc((size_t)g->n_nodes + 1, sizeof *c->nodes, "node table");
+    if (!c->ptr || !c->dt || !c->alias || !c->nodes) return ZCI_OUT_OF_MEMORY;
+    for (int t = 0; t < nt; t++) {
+        c->dt[t] = device_dtype(c, g->tensors[t].dtype);
+        c->alias[t] = -1;
+    }
+    for (int p = 0; p < g->n_order; p++) {
+        const zci_node *n = &g->nodes[g->order[p]];
+        if (can_alias(g, n)) c->alias[n->out[0]] = n->in[0];
+    }
+    ZCI_TRY(check_nodes(c));
+    ZCI_TRY(create_handles(c));
+    ZCI_TRY(upload_constants(c));
+    ZCI_TRY(plan_io(c));
+    ZCI_TRY(plan_memory(c));
+    cu_resolve_views(c);
+    ZCI_TRY(prepare_nodes(c));
+    ZCI_TRY(alloc_workspace(c));
+    warm_threads(c);
+    ZCI_TRY(warm_up_and_capture(c));
+    return ZCI_OK;
+}
+
+static zci_status cuda_prepare(zci_session *s)
+{
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return zci_error(ZCI_NO_DEVICE, "no usable CUDA device: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    if (count == 0) return zci_error(ZCI_NO_DEVICE, "no CUDA device found");
+    if (s->opts.device_id >= count)
+        return zci_error(ZCI_NO_DEVICE, "options: device_id %d, but there %s %d CUDA device%s", s->opts.device_id,
+                         count == 1 ? "is" : "are", count, count == 1 ? "" : "s");
+    cu_ctx *c = zci_calloc(1, sizeof *c, "CUDA backend");
+    if (!c) return ZCI_OUT_OF_MEMORY;
+    c->g = s->g;
+    c->s = s;
+    c->device = s->opts.device_id;
+    c->fp16 = s->opts.precision == ZCI_PRECISION_FP16;
+    c->allow_tf32 = s->opts.allow_tf32;
+    c->verbose = s->opts.verbose;
+    const int device = c->device;
+    int prev = -1;
+    if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+    zci_status st = ZCI_OK;
+    e = cudaSetDevice(device);
+    if (e != cudaSuccess) st = cu_cuda_error(e, "cudaSetDevice");
+    s->be_ctx = c;
+    if (st == ZCI_OK) st = prepare_ctx(c);
+    if (st == ZCI_OK) {
+        s->summary.activation_bytes = c->arena_size;
+        zci_log(c->verbose, "CUDA backend: device %d, %s, arena %.2f MB, workspace %.2f MB, %.2f MB of device memory, %s",
+                c->device, c->fp16 ? "fp16" : "fp32", c->arena_size / 1048576.0, c->workspace_size / 1048576.0,
+                c->device_bytes / 1048576.0, c->graph_exec ? "CUDA graph" : "eager launches");
+    } else {
+        release_ctx(c);
+        s->be_ctx = NULL;
+    }
+    if (prev >= 0 && prev != device) cudaSetDevice(prev);
+    return st;
+}
+
+const zci_backend_iface zci_cuda_backend_iface = {
+    /* .name = */ "cuda",
+    /* .prepare = */ cuda_prepare,
+    /* .run = */ cu_backend_run,
+    /* .own_buffer = */ cu_backend_own_buffer,
+    /* .synchronize = */ cu_backend_synchronize,
+    /* .release = */ cuda_release,
+};
+
+const zci_backend_iface *zci_cuda_backend(void) { return &zci_cuda_backend_iface; }

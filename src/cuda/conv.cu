@@ -1,0 +1,283 @@
+/* conv.cu: Conv through cuDNN, and the fused epilogue (bias, activation, residual) that a
+ * graph pass may attach to it (ops/conv.h) run by one kernel of ours after the convolution.
+ *
+ * Planning builds the descriptors once and chooses the algorithm once: cuDNN's heuristics by
+ * default (instant), or cudnnFindConvolutionForwardAlgorithmEx timing every algorithm on the
+ * real buffers when ZCI_CUDNN_FIND=1 (slower creation; the notes compare both). The algorithm's
+ * workspace comes from the session's shared workspace. FP32 runs with FMA math (no TF32) unless
+ * opts.allow_tf32; FP16 with tensor-core math and FP32 accumulation. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/kernels.cuh"
+
+using namespace zci_cu;
+
+namespace {
+
+/* The largest workspace one convolution may ask for: the fastest algorithms rarely need more,
+ * and the session's device memory stays bounded. */
+constexpr size_t kMaxWorkspace = (size_t)32 << 20;
+
+struct conv_state {
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+    cudnnConvolutionFwdAlgo_t algo;
+    size_t ws;
+    float *bias;          /* float32 on the device (also in FP16 sessions), or NULL */
+    int act;
+    float alpha, beta;
+    int sum;              /* tensor index of the residual, or -1 */
+    int sum_first;
+    uint32_t inner;       /* spatial elements per channel */
+    uint32_t channels;
+    int epilogue;         /* anything to do after the convolution */
+};
+
+void release(void *p)
+{
+    conv_state *s = (conv_state *)p;
+    if (!s) return;
+    if (s->x) cudnnDestroyTensorDescriptor(s->x);
+    if (s->y) cudnnDestroyTensorDescriptor(s->y);
+    if (s->w) cudnnDestroyFilterDescriptor(s->w);
+    if (s->conv) cudnnDestroyConvolutionDescriptor(s->conv);
+    free(s); /* bias: a cu_malloc allocation, freed with the session */
+}
+
+template <typename T>
+__global__ void k_epilogue(T *__restrict__ y, const float *__restrict__ bias, const T *__restrict__ sum, uint32_t n,
+                           uint32_t inner, uint32_t channels, int act, float alpha, float beta, int sum_first)
+{
+    uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = to_f<T>(y[i]);
+    if (bias) v += bias[(i / inner) % channels];
+    if (sum && sum_first) v += to_f<T>(sum[i]);
+    v = activate(act, v, alpha, beta);
+    if (sum && !sum_first) v += to_f<T>(sum[i]);
+    y[i] = from_f<T>(v);
+}
+
+/* Two halves at a time when a channel's plane has an even size (both share the channel). */
+__global__ void k_epilogue_half2(__half2 *__restrict__ y, const float *__restrict__ bias, const __half2 *__restrict__ sum,
+                                 uint32_t n2, uint32_t inner, uint32_t channels, int act, float alpha, float beta,
+                                 int sum_first)
+{
+    uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n2) return;
+    float2 v = __half22float2(y[i]);
+    float b = bias ? bias[((2 * i) / inner) % channels] : 0.f;
+    v.x += b;
+    v.y += b;
+    float2 s = sum ? __half22float2(sum[i]) : make_float2(0.f, 0.f);
+    if (sum_first) {
+        v.x += s.x;
+        v.y += s.y;
+    }
+    v.x = activate(act, v.x, alpha, beta);
+    v.y = activate(act, v.y, alpha, beta);
+    if (!sum_first) {
+        v.x += s.x;
+        v.y += s.y;
+    }
+    y[i] = __floats2half2_rn(v.x, v.y);
+}
+
+cudnnDataType_t data_type(zci_dtype t) { return t == ZCI_FLOAT16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT; }
+
+const zci_conv_params *params(const zci_node *n) { return (const zci_conv_params *)n->params; }
+
+/* Dims of a tensor as cuDNN sees it: a 1-D convolution becomes 2-D with height 1. */
+int cudnn_dims(const zci_tensor *t, int nsp, int *dims, int *strides)
+{
+    int nd = 0;
+    dims[nd++] = (int)t->dims[0];
+    dims[nd++] = (int)t->dims[1];
+    if (nsp == 1) dims[nd++] = 1;
+    for (int d = 2; d < t->ndim; d++) dims[nd++] = (int)t->dims[d];
+    int s = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        strides[d] = s;
+        s *= dims[d];
+    }
+    return nd;
+}
+
+/* The first usable entry of a ranked list: successful, within the workspace limit, and (for FP32
+ * without TF32) an FMA-only kernel; when no entry says FMA, the first usable one run under the
+ * descriptor's FMA math. */
+bool pick(cu_ctx *c, conv_state *s, const cudnnConvolutionFwdAlgoPerf_t *perf, int got, cudnnMathType_t math,
+          size_t limit)
+{
+    for (int pass = 0; pass < (math == CUDNN_FMA_MATH ? 2 : 1); pass++)
+        for (int i = 0; i < got; i++) {
+            if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+            if (pass == 0 && math == CUDNN_FMA_MATH && perf[i].mathType != CUDNN_FMA_MATH) continue;
+            cudnnMathType_t m = math == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : perf[i].mathType;
+            if (cudnnSetConvolutionMathType(s->conv, m) != CUDNN_STATUS_SUCCESS) continue;
+            size_t ws = 0;
+            if (cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, s->x, s->w, s->conv, s->y, perf[i].algo, &ws) !=
+                    CUDNN_STATUS_SUCCESS ||
+                ws > limit)
+                continue;
+            s->algo = perf[i].algo;
+            s->ws = ws;
+            return true;
+        }
+    return false;
+}
+
+zci_status choose_algo(cu_ctx *c, const zci_node *n, conv_state *s, cudnnMathType_t math)
+{
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int got = 0;
+    const char *env = getenv("ZCI_CUDNN_FIND");
+    if (env && *env == '1') {
+        void *ws = NULL;
+        size_t limit = kMaxWorkspace;
+        if (cudaMalloc(&ws, limit) != cudaSuccess) {
+            (void)cudaGetLastError();
+            ws = NULL;
+            limit = 0;
+        }
+        cudnnStatus_t e = cudnnFindConvolutionForwardAlgorithmEx(
+            c->cudnn, s->x, c->ptr[n->in[0]], s->w, c->ptr[n->in[1]], s->conv, s->y, c->ptr[n->out[0]],
+            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf, ws, limit);
+        if (ws) cudaFree(ws);
+        if (e != CUDNN_STATUS_SUCCESS) return cu_cudnn_error(e, "cudnnFindConvolutionForwardAlgorithmEx");
+        if (pick(c, s, perf, got, math, limit)) return ZCI_OK;
+        CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, math));
+    }
+    CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(c->cudnn, s->x, s->w, s->conv, s->y,
+                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+    if (pick(c, s, perf, got, math, kMaxWorkspace)) return ZCI_OK;
+    return zci_error(ZCI_UNSUPPORTED, "cuDNN has no algorithm for this convolution within %zu MB of workspace",
+                     kMaxWorkspace >> 20);
+}
+
+zci_status check(const cu_ctx *c, const zci_node *n)
+{
+    const zci_conv_params *p = params(n);
+    if (!p) return zci_error(ZCI_INTERNAL, "Conv has no parameters");
+    if (n->n_in < 2 || !ZCI_HAS_IN(n, 0) || !ZCI_HAS_IN(n, 1)) return zci_error(ZCI_UNSUPPORTED, "Conv needs X and W");
+    zci_dtype t = c->dt[n->in[0]];
+    if (t != ZCI_FLOAT32 && t != ZCI_FLOAT16) return zci_error(ZCI_UNSUPPORTED, "Conv on %s tensors", zci_dtype_name(t));
+    if (c->dt[n->in[1]] != t || c->dt[n->out[0]] != t)
+        return zci_error(ZCI_UNSUPPORTED, "Conv with mixed types");
+    if (p->w.nsp < 1 || p->w.nsp > 3) return zci_error(ZCI_UNSUPPORTED, "Conv with %d spatial dimensions", p->w.nsp);
+    for (int d = 0; d < p->w.nsp; d++)
+        if (p->w.pad_begin[d] != p->w.pad_end[d])
+            return zci_error(ZCI_UNSUPPORTED, "asymmetric padding (%lld before, %lld after along spatial axis %d)",
+                             (long long)p->w.pad_begin[d], (long long)p->w.pad_end[d], d);
+    if (p->activation < 0 || p->activation >= ZCI_ACT_COUNT_)
+        return zci_error(ZCI_UNSUPPORTED, "fused activation %d", p->activation);
+    if (p->has_bias && c->g->tensors[n->in[2]].kind != ZCI_TENSOR_CONSTANT)
+        return zci_error(ZCI_UNSUPPORTED, "a bias computed at run time");
+    if (p->sum_input >= 0 && (p->sum_input >= n->n_in || n->in[p->sum_input] < 0 ||
+                              c->dt[n->in[p->sum_input]] != t))
+        return zci_error(ZCI_UNSUPPORTED, "the fused residual input %d", p->sum_input);
+    return ZCI_OK;
+}
+
+zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
+{
+    const zci_graph *g = c->g;
+    const zci_conv_params *p = params(n);
+    const zci_tensor *x = ZCI_IN(g, n, 0), *w = ZCI_IN(g, n, 1), *y = ZCI_OUT(g, n, 0);
+    const int nsp = p->w.nsp;
+    const cudnnDataType_t dt = data_type(c->dt[n->in[0]]);
+    int dims[8], strides[8];
+    CUDNN_TRY(cudnnCreateTensorDescriptor(&s->x));
+    CUDNN_TRY(cudnnCreateTensorDescriptor(&s->y));
+    CUDNN_TRY(cudnnCreateFilterDescriptor(&s->w));
+    CUDNN_TRY(cudnnCreateConvolutionDescriptor(&s->conv));
+    int nd = cudnn_dims(x, nsp, dims, strides);
+    CUDNN_TRY(cudnnSetTensorNdDescriptor(s->x, dt, nd, dims, strides));
+    nd = cudnn_dims(y, nsp, dims, strides);
+    CUDNN_TRY(cudnnSetTensorNdDescriptor(s->y, dt, nd, dims, strides));
+    nd = cudnn_dims(w, nsp, dims, strides);
+    CUDNN_TRY(cudnnSetFilterNdDescriptor(s->w, dt, CUDNN_TENSOR_NCHW, nd, dims));
+    int pads[3], cstrides[3], dil[3], k = 0;
+    if (nsp == 1) {
+        pads[k] = 0;
+        cstrides[k] = 1;
+        dil[k] = 1;
+        k++;
+    }
+    for (int d = 0; d < nsp; d++, k++) {
+        pads[k] = (int)p->w.pad_begin[d];
+        cstrides[k] = (int)p->w.stride[d];
+        dil[k] = (int)p->w.dilation[d];
+    }
+    CUDNN_TRY(cudnnSetConvolutionNdDescriptor(s->conv, k, pads, cstrides, dil, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_TRY(cudnnSetConvolutionGroupCount(s->conv, (int)p->group));
+    cudnnMathType_t math = dt == CUDNN_DATA_HALF ? CUDNN_TENSOR_OP_MATH : c->allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, math));
+    ZCI_TRY(choose_algo(c, n, s, math));
+    cu_need_workspace(c, s->ws);
+    s->bias = NULL;
+    if (p->has_bias) ZCI_TRY(cu_upload_const(c, n->in[2], ZCI_FLOAT32, (void **)&s->bias));
+    s->act = p->activation;
+    s->alpha = p->act_alpha;
+    s->beta = p->act_beta;
+    s->sum = p->sum_input >= 0 ? n->in[p->sum_input] : -1;
+    s->sum_first = p->sum_first;
+    int64_t inner = 1;
+    for (int d = 2; d < y->ndim; d++) inner *= y->dims[d];
+    s->inner = (uint32_t)inner;
+    s->channels = (uint32_t)y->dims[1];
+    s->epilogue = s->bias || s->act != ZCI_ACT_NONE || s->sum >= 0;
+    return ZCI_OK;
+}
+
+} // namespace
+
+extern "C" zci_status cu_conv_supports(const cu_ctx *c, const zci_node *n) { return check(c, n); }
+
+extern "C" zci_status cu_conv_prepare(cu_ctx *c, const zci_node *n, void **state)
+{
+    ZCI_TRY(check(c, n));
+    conv_state *s = (conv_state *)zci_calloc(1, sizeof(conv_state), "Conv state");
+    if (!s) return ZCI_OUT_OF_MEMORY;
+    zci_status st = build(c, n, s);
+    if (st != ZCI_OK) {
+        release(s);
+        return st;
+    }
+    *state = s;
+    return ZCI_OK;
+}
+
+extern "C" void cu_conv_release(void *state) { release(state); }
+
+extern "C" zci_status cu_conv_launch(cu_ctx *c, const zci_node *n, void *state, cudaStream_t stream)
+{
+    const conv_state *s = (const conv_state *)state;
+    const int yt = n->out[0];
+    const uint32_t count = (uint32_t)cu_numel(c, yt);
+    if (!count) return ZCI_OK;
+    const float one = 1.f, zero = 0.f;
+    void *y = c->ptr[yt];
+    CUDNN_TRY(cudnnConvolutionForward(c->cudnn, &one, s->x, c->ptr[n->in[0]], s->w, c->ptr[n->in[1]], s->conv, s->algo,
+                                      c->workspace, s->ws, &zero, s->y, y));
+    if (!s->epilogue) return ZCI_OK;
+    const void *sum = s->sum >= 0 ? c->ptr[s->sum] : NULL;
+    if (c->dt[yt] == ZCI_FLOAT16) {
+        if ((s->inner & 1) == 0 && ((uintptr_t)y & 3) == 0 && ((uintptr_t)sum & 3) == 0)
+            k_epilogue_half2<<<blocks_for(count / 2), kThreads, 0, stream>>>((__half2 *)y, s->bias, (const __half2 *)sum,
+                                                                            count / 2, s->inner, s->channels, s->act,
+                                                                            s->alpha, s->beta, s->sum_first);
+        else
+            k_epilogue<__half><<<blocks_for(count), kThreads, 0, stream>>>((__half *)y, s->bias, (const __half *)sum, count,
+                                                                          s->inner, s->channels, s->act, s->alpha,
+                                                                          s->beta, s->sum_first);
+    } else {
+        k_epilogue<float><<<blocks_for(count), kThreads, 0, stream>>>((float *)y, s->bias, (const float *)sum, count,
+                                                                     s->inner, s->channels, s->act, s->alpha, s->beta,
+                                                                     s->sum_first);
+    }
+    CU_LAUNCHED("conv epilogue");
+    return ZCI_OK;
+}

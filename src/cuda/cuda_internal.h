@@ -1,0 +1,176 @@
+/* cuda_internal.h: what the CUDA backend's files share: the backend context, the per-op
+ * dispatch table, the checked-call macros and the launchers of the kernels that are not tied to
+ * one op. Included from C (backend.c, ops.c, run.c) and from CUDA C++ (the .cu files). */
+#ifndef ZCI_CUDA_INTERNAL_H
+#define ZCI_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include "core/session.h"
+#include "ops/op.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cu_ctx cu_ctx;
+
+/* One row of the dispatch table (ops.c): how the CUDA backend runs one ONNX op type.
+ * supports: load-time check of a node beyond its type (attributes, dtypes, ranks); NULL = every
+ *           node of the type. Its error (any code) becomes ZCI_UNSUPPORTED naming the node.
+ * prepare:  builds the node's state once (descriptors, uploaded tables, algorithm); NULL = none.
+ * launch:   queues the node's kernels on `stream`; reads tensor pointers from c->ptr at call
+ *           time (so that a run with rebound input/output pointers needs no new plan).
+ * release:  frees the state; NULL = free(). */
+typedef struct cu_op {
+    const char *type;
+    zci_status (*supports)(const cu_ctx *c, const zci_node *n);
+    zci_status (*prepare)(cu_ctx *c, const zci_node *n, void **state);
+    zci_status (*launch)(cu_ctx *c, const zci_node *n, void *state, cudaStream_t stream);
+    void (*release)(void *state);
+} cu_op;
+
+/* The table's row for n's op type, or NULL. */
+const cu_op *cu_op_find(const char *type);
+
+typedef struct cu_node {
+    const cu_op *op; /* NULL for aliased views (nothing to launch) and dead nodes */
+    void *state;
+} cu_node;
+
+/* The backend context (session->be_ctx). Tensors are indexed as in the graph. */
+struct cu_ctx {
+    const zci_graph *g;
+    zci_session *s;
+    int device;
+    int fp16;                /* precision FP16: float tensors are half on the device */
+    int allow_tf32;
+    int verbose;
+    cudaStream_t own_stream; /* created by the session: capture stream, default if none given */
+    cudaStream_t stream;     /* the default stream: opts.cuda_stream or own_stream */
+    cudnnHandle_t cudnn;
+    cublasHandle_t cublas;
+
+    void **ptr;              /* per tensor: device buffer (NULL: none, e.g. dead) */
+    zci_dtype *dt;           /* per tensor: element type on the device */
+    int *alias;              /* per tensor: tensor whose storage a view shares, or -1 */
+    cu_node *nodes;          /* per graph node */
+
+    void *arena;             /* activations, planned by zci_memplan */
+    size_t arena_size;
+    void *workspace;         /* shared by cuDNN convolutions and cuBLAS */
+    size_t workspace_size;   /* what prepare functions asked for (max), then allocated */
+
+    /* Device allocations made through cu_malloc, freed at release. */
+    void **allocs;
+    int n_allocs, cap_allocs;
+    size_t device_bytes;     /* total of those allocations */
+
+    /* Model inputs and outputs. in_buf/out_buf: the session's own device buffers, in the I/O
+     * type that zci_tensor_info reports. A tensor's device buffer (ptr) is the own buffer when
+     * the types agree, else a separate buffer in the device type. */
+    void **in_buf, **out_buf;
+    void *pinned;            /* host staging for the regular path (pinned) */
+    void **in_stage, **out_stage;
+    int n_host_threads;      /* threads for staging copies */
+
+    /* CUDA graph of the body (all nodes), captured at prepare on the own buffers. */
+    cudaGraph_t graph;
+    cudaGraphExec_t graph_exec;
+
+    /* Ordering between runs queued on different streams (they share the arena). */
+    cudaEvent_t done;
+    cudaStream_t last_stream;
+    int ran;                 /* done has been recorded at least once */
+    cudaEvent_t chunk_ev[16]; /* regular path: D2H chunks the host may copy out */
+};
+
+/* ---- errors ---- */
+
+/* The status for a failed CUDA runtime call, with the call's text and CUDA's message; OUT_OF_MEMORY
+ * for allocation failures, NO_DEVICE for a missing driver or GPU, else DEVICE_ERROR. */
+zci_status cu_cuda_error(cudaError_t e, const char *call);
+zci_status cu_cudnn_error(cudnnStatus_t e, const char *call);
+zci_status cu_cublas_error(cublasStatus_t e, const char *call);
+
+#define CU_TRY(call)                                                                               \
+    do {                                                                                           \
+        cudaError_t cu_e_ = (call);                                                                \
+        if (cu_e_ != cudaSuccess) return cu_cuda_error(cu_e_, #call);                              \
+    } while (0)
+#define CUDNN_TRY(call)                                                                            \
+    do {                                                                                           \
+        cudnnStatus_t cu_e_ = (call);                                                              \
+        if (cu_e_ != CUDNN_STATUS_SUCCESS) return cu_cudnn_error(cu_e_, #call);                    \
+    } while (0)
+#define CUBLAS_TRY(call)                                                                           \
+    do {                                                                                           \
+        cublasStatus_t cu_e_ = (call);                                                             \
+        if (cu_e_ != CUBLAS_STATUS_SUCCESS) return cu_cublas_error(cu_e_, #call);                  \
+    } while (0)
+/* After a kernel launch: a bad configuration (or an earlier asynchronous fault) shows here. */
+#define CU_LAUNCHED(what) CU_TRY(cudaGetLastError())
+
+/* ---- memory ---- */
+
+/* cudaMalloc recorded in c->allocs (freed at release). ZCI_OUT_OF_MEMORY names `what`. */
+zci_status cu_malloc(cu_ctx *c, size_t bytes, const char *what, void **out);
+/* Uploads `bytes` of host data into a new cu_malloc buffer. */
+zci_status cu_upload(cu_ctx *c, const void *host, size_t bytes, const char *what, void **out);
+/* Uploads constant tensor t converted to `dtype` (float32 <-> float16 conversions, else the
+ * same type); returns the device pointer (owned by c). */
+zci_status cu_upload_const(cu_ctx *c, int t, zci_dtype dtype, void **out);
+/* Asks for at least `bytes` of the shared workspace (allocated after every node is prepared). */
+void cu_need_workspace(cu_ctx *c, size_t bytes);
+
+/* ---- shapes ---- */
+
+/* Element count of tensor t. */
+static inline int64_t cu_numel(const cu_ctx *c, int t) { return zci_tensor_numel(&c->g->tensors[t]); }
+/* Device element size of tensor t. */
+static inline size_t cu_esize(const cu_ctx *c, int t) { return zci_dtype_size(c->dt[t]); }
+
+/* Kernels index with 32-bit integers: refuses tensors of 2^31 elements or more. */
+zci_status cu_check_index_range(const cu_ctx *c, const zci_node *n);
+
+/* Dense row-major element strides of a shape. */
+void cu_strides(const int64_t *dims, int nd, int64_t *strides);
+
+/* ---- kernels shared by several ops and by the I/O edges (elementwise.cu, tensor.cu) ---- */
+
+/* y[i] = (dst type) x[i] for n elements of the given device types (any pair of float32,
+ * float16, float64, int8/16/32/64, uint8/16/32/64, bool). */
+zci_status cu_convert(const void *x, zci_dtype xt, void *y, zci_dtype yt, int64_t n, cudaStream_t s);
+
+/* A strided gather: y (packed, `nd` dims) [i...] = x[offset + sum i_k * stride[k]] for elements
+ * of `esize` bytes; strides may be 0 (broadcast) or negative. Dims are simplified here. */
+typedef struct cu_gather_plan {
+    int nd;
+    int64_t dims[ZCI_MAX_DIMS];
+    int64_t stride[ZCI_MAX_DIMS];
+    int64_t offset;
+} cu_gather_plan;
+void cu_gather_simplify(cu_gather_plan *p);
+zci_status cu_strided_copy(const void *x, void *y, const cu_gather_plan *p, size_t esize, cudaStream_t s);
+
+/* Broadcasts input tensor `in` of node n to the shape of tensor `out_t` (numpy rules) and
+ * copies it there: the plan for cu_strided_copy. */
+void cu_broadcast_plan(const zci_tensor *in, const zci_tensor *out, cu_gather_plan *p);
+
+/* ---- running (run.c) ---- */
+
+/* Queues every planned node on `stream` (the library handles are pointed at it first). */
+zci_status cu_run_nodes(cu_ctx *c, cudaStream_t stream);
+/* Points every aliased view at its source's current buffer. */
+void cu_resolve_views(cu_ctx *c);
+zci_status cu_backend_run(zci_session *s, const zci_run_args *args);
+zci_status cu_backend_own_buffer(zci_session *s, int is_output, int index, void **ptr);
+zci_status cu_backend_synchronize(zci_session *s, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

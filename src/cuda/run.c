@@ -1,0 +1,537 @@
+/* run.c: the CUDA backend's three ways in.
+ *
+ * Zero-copy (device buffers): the caller's pointers are checked with cudaPointerGetAttributes,
+ * then everything is queued on the caller's stream: the input edges (a type conversion or a
+ * device-to-device copy into the planned input tensor), the body (the captured CUDA graph, or
+ * the nodes launched one by one, in which case the caller's buffers are bound directly and no
+ * edge copies are needed) and the output edges into the caller's output buffers.
+ * Own buffers: the same from the session's buffers.
+ * Regular (host buffers): pinned caller buffers go straight to DMA. Pageable ones are staged
+ * through the session's pinned buffers in chunks, the host copy of one chunk overlapping the
+ * DMA of the previous one; in FP16 with FP32 host buffers the host converts while it copies, so
+ * only half the bytes cross PCIe and no conversion kernel runs. The call ends with a wait on the
+ * stream.
+ * Runs queued on different streams are ordered through an event: they share the arena. */
+#include <stdlib.h>
+#include <string.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "cuda/cuda_debug.h"
+#include "cuda/cuda_internal.h"
+
+/* Staging chunks: large enough that a DMA is efficient, small enough to overlap. */
+#define CHUNK_MIN ((size_t)512 << 10)
+
+zci_status cu_run_nodes(cu_ctx *c, cudaStream_t stream)
+{
+    const zci_graph *g = c->g;
+    CUDNN_TRY(cudnnSetStream(c->cudnn, stream));
+    CUBLAS_TRY(cublasSetStream(c->cublas, stream));
+    for (int p = 0; p < g->n_order; p++) {
+        int ni = g->order[p];
+        cu_node *cn = &c->nodes[ni];
+        if (!cn->op) continue;
+        zci_status st = cn->op->launch(c, &g->nodes[ni], cn->state, stream);
+        if (st != ZCI_OK) return zci_error_prefix(st, "%s", zci_node_desc(g, &g->nodes[ni]));
+    }
+    return ZCI_OK;
+}
+
+/* ---------------------------------------------------------------- edges */
+
+static zci_status input_edge(cu_ctx *c, int i, const void *src, cudaStream_t s)
+{
+    int t = c->g->inputs[i];
+    const zci_tensor_info *info = &c->s->in_info[i];
+    if (info->dtype != c->dt[t]) return cu_convert(src, info->dtype, c->ptr[t], c->dt[t], cu_numel(c, t), s);
+    if (src != c->ptr[t]) CU_TRY(cudaMemcpyAsync(c->ptr[t], src, info->bytes, cudaMemcpyDeviceToDevice, s));
+    return ZCI_OK;
+}
+
+static zci_status output_edge(cu_ctx *c, int i, void *dst, cudaStream_t s)
+{
+    int t = c->g->outputs[i];
+    const zci_tensor_info *info = &c->s->out_info[i];
+    if (info->dtype != c->dt[t]) return cu_convert(c->ptr[t], c->dt[t], dst, info->dtype, cu_numel(c, t), s);
+    if (dst != c->ptr[t]) CU_TRY(cudaMemcpyAsync(dst, c->ptr[t], info->bytes, cudaMemcpyDeviceToDevice, s));
+    return ZCI_OK;
+}
+
+/* ---------------------------------------------------------------- pointer checks */
+
+typedef enum host_kind { HOST_PAGEABLE, HOST_PINNED } host_kind;
+
+static const char *mem_name(enum cudaMemoryType t)
+{
+    switch (t) {
+    case cudaMemoryTypeHost: return "pinned host memory";
+    case cudaMemoryTypeDevice: return "device memory";
+    case cudaMemoryTypeManaged: return "managed memory";
+    default: return "pageable host memory";
+    }
+}
+
+static zci_status pointer_type(const void *p, enum cudaMemoryType *type, int *device)
+{
+    struct cudaPointerAttributes a;
+    cudaError_t e = cudaPointerGetAttributes(&a, p);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (e == cudaErrorInvalidValue) { /* older drivers: plain host memory */
+            *type = cudaMemoryTypeUnregistered;
+            *device = -1;
+            return ZCI_OK;
+        }
+        return cu_cuda_error(e, "cudaPointerGetAttributes");
+    }
+    *type = a.type;
+    *device = a.device;
+    return ZCI_OK;
+}
+
+static zci_status check_device_ptr(const cu_ctx *c, const void *p, int is_out, const char *name)
+{
+    enum cudaMemoryType type;
+    int device;
+    ZCI_TRY(pointer_type(p, &type, &device));
+    if (type == cudaMemoryTypeManaged) return ZCI_OK;
+    if (type != cudaMemoryTypeDevice)
+        return zci_error(ZCI_INVALID_ARGUMENT,
+                         "zci_run_device: the buffer for %s '%s' is %s; device buffers (cudaMalloc) are required "
+                         "(use zci_run for host buffers)",
+                         is_out ? "output" : "input", name, mem_name(type));
+    if (device != c->device)
+        return zci_error(ZCI_INVALID_ARGUMENT, "zci_run_device: the buffer for %s '%s' is on device %d; the session runs on device %d",
+                         is_out ? "output" : "input", name, device, c->device);
+    return ZCI_OK;
+}
+
+static zci_status check_host_ptr(const void *p, int is_out, const char *name, host_kind *kind)
+{
+    enum cudaMemoryType type;
+    int device;
+    ZCI_TRY(pointer_type(p, &type, &device));
+    if (type == cudaMemoryTypeDevice)
+        return zci_error(ZCI_INVALID_ARGUMENT,
+                         "zci_run: the buffer for %s '%s' is device memory (device %d); zci_run takes host buffers "
+                         "(use zci_run_device for device pointers)",
+                         is_out ? "output" : "input", name, device);
+    *kind = type == cudaMemoryTypeHost ? HOST_PINNED : HOST_PAGEABLE;
+    return ZCI_OK;
+}
+
+/* ---------------------------------------------------------------- host staging */
+
+typedef enum xform { XF_COPY, XF_F32_TO_F16, XF_F16_TO_F32 } xform;
+
+static void f32_to_f16(uint16_t *d, const float *s, size_t n)
+{
+    size_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) d[i] = zci_f32_to_f16(s[i]);
+}
+
+static void f16_to_f32(float *d, const uint16_t *s, size_t n)
+{
+    size_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+#endif
+    for (; i < n; i++) d[i] = zci_f16_to_f32(s[i]);
+}
+
+/* Source elements [e0, e1) of a transform (an element is a byte for XF_COPY). */
+static void xform_range(void *dst, const void *src, size_t e0, size_t e1, xform x)
+{
+    if (e1 <= e0) return;
+    switch (x) {
+    case XF_COPY: memcpy((char *)dst + e0, (const char *)src + e0, e1 - e0); break;
+    case XF_F32_TO_F16: f32_to_f16((uint16_t *)dst + e0, (const float *)src + e0, e1 - e0); break;
+    case XF_F16_TO_F32: f16_to_f32((float *)dst + e0, (const uint16_t *)src + e0, e1 - e0); break;
+    }
+}
+
+/* One staged transfer: `elems` elements, host side `host`, pinned side `stage`, device `dev`. */
+typedef struct staged {
+    void *host, *stage, *dev;
+    size_t elems;
+    size_t dev_esize; /* bytes per element on the pinned/device side */
+    xform x;
+} staged;
+
+/* Chunk boundaries: k-th of `chunks` element ranges, aligned to 64 elements. */
+static size_t chunk_at(size_t elems, int chunks, int k)
+{
+    if (k >= chunks) return elems;
+    size_t e = elems / (size_t)chunks * (size_t)k;
+    return e & ~(size_t)63;
+}
+
+static int chunk_count(size_t bytes, int max_chunks)
+{
+    size_t k = bytes / CHUNK_MIN;
+    if (k < 1) k = 1;
+    if (k > (size_t)max_chunks) k = (size_t)max_chunks;
+    return (int)k;
+}
+
+/* Host -> pinned (transformed) -> device, chunk by chunk: the calling thread queues each chunk's
+ * DMA as soon as the team has filled it, and the team goes on with the next. */
+static zci_status upload_staged(cu_ctx *c, const staged *u, cudaStream_t s)
+{
+    const int chunks = chunk_count(u->elems * u->dev_esize, 8), nt = c->n_host_threads;
+    cudaError_t err = cudaSuccess;
+#pragma omp parallel num_threads(nt)
+    for (int k = 0; k < chunks; k++) {
+        size_t e0 = chunk_at(u->elems, chunks, k), e1 = chunk_at(u->elems, chunks, k + 1);
+#pragma omp for schedule(static)
+        for (int part = 0; part < nt; part++) {
+            size_t p0 = e0 + (e1 - e0) / (size_t)nt * (size_t)part;
+            size_t p1 = part == nt - 1 ? e1 : e0 + (e1 - e0) / (size_t)nt * (size_t)(part + 1);
+            xform_range(u->stage, u->host, p0, p1, u->x);
+        }
+#pragma omp master
+        {
+            if (err == cudaSuccess)
+                err = cudaMemcpyAsync((char *)u->dev + e0 * u->dev_esize, (const char *)u->stage + e0 * u->dev_esize,
+                                      (e1 - e0) * u->dev_esize, cudaMemcpyHostToDevice, s);
+        }
+    }
+    if (err != cudaSuccess) return cu_cuda_error(err, "cudaMemcpyAsync (host to device)");
+    return ZCI_OK;
+}
+
+/* Device -> pinned -> host (transformed) for several outputs: every chunk's DMA is queued first
+ * with an event behind it; then the team copies each chunk out as soon as its event fires. */
+static zci_status download_staged(cu_ctx *c, const staged *d, int n, cudaStream_t s)
+{
+    enum { MAXCH = (int)(sizeof c->chunk_ev / sizeof c->chunk_ev[0]) };
+    int per[64], total = 0;
+    if (n > 64) return zci_error(ZCI_INTERNAL, "too many outputs to stage");
+    for (int i = 0; i < n; i++) {
+        int left = MAXCH - total - (n - i - 1);
+        per[i] = chunk_count(d[i].elems * d[i].dev_esize, left < 8 ? (left < 1 ? 1 : left) : 8);
+        total += per[i];
+    }
+    if (total > MAXCH) return zci_error(ZCI_INTERNAL, "too many staging chunks");
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < per[i]; j++, k++) {
+            size_t e0 = chunk_at(d[i].elems, per[i], j), e1 = chunk_at(d[i].elems, per[i], j + 1);
+            CU_TRY(cudaMemcpyAsync((char *)d[i].stage + e0 * d[i].dev_esize, (const char *)d[i].dev + e0 * d[i].dev_esize,
+                                   (e1 - e0) * d[i].dev_esize, cudaMemcpyDeviceToHost, s));
+            CU_TRY(cudaEventRecord(c->chunk_ev[k], s));
+        }
+    const int nt = c->n_host_threads;
+    cudaError_t err = cudaSuccess;
+#pragma omp parallel num_threads(nt)
+    {
+        int kk = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < per[i]; j++, kk++) {
+#pragma omp master
+                {
+                    if (err == cudaSuccess) err = cudaEventSynchronize(c->chunk_ev[kk]);
+                }
+#pragma omp barrier
+                if (err == cudaSuccess) {
+                    size_t e0 = chunk_at(d[i].elems, per[i], j), e1 = chunk_at(d[i].elems, per[i], j + 1);
+#pragma omp for schedule(static)
+                    for (int part = 0; part < nt; part++) {
+                        size_t p0 = e0 + (e1 - e0) / (size_t)nt * (size_t)part;
+                        size_t p1 = part == nt - 1 ? e1 : e0 + (e1 - e0) / (size_t)nt * (size_t)(part + 1);
+                        xform_range(d[i].host, d[i].stage, p0, p1, d[i].x);
+                    }
+                }
+            }
+    }
+    if (err != cudaSuccess) return cu_cuda_error(err, "cudaEventSynchronize (device to host)");
+    return ZCI_OK;
+}
+
+/* ---------------------------------------------------------------- the body */
+
+/* Waits for the previous run when it was queued on another stream: runs share the arena. */
+static zci_status order_after_last(cu_ctx *c, cudaStream_t s)
+{
+    if (c->ran && s != c->last_stream) CU_TRY(cudaStreamWaitEvent(s, c->done, 0));
+    return ZCI_OK;
+}
+
+static zci_status mark_done(cu_ctx *c, cudaStream_t s)
+{
+    CU_TRY(cudaEventRecord(c->done, s));
+    c->last_stream = s;
+    c->ran = 1;
+    return ZCI_OK;
+}
+
+static zci_status run_body(cu_ctx *c, cudaStream_t s)
+{
+    if (c->graph_exec) {
+        CU_TRY(cudaGraphLaunch(c->graph_exec, s));
+        return ZCI_OK;
+    }
+    return cu_run_nodes(c, s);
+}
+
+/* Model outputs the body writes straight into the caller's buffer (no graph): produced by a
+ * node, in the I/O type, and not named twice. */
+static int can_bind_output(const cu_ctx *c, int i)
+{
+    int t = c->g->outputs[i];
+    return c->ptr[t] == c->out_buf[i] && c->s->out_info[i].dtype == c->dt[t];
+}
+
+static void restore_bindings(cu_ctx *c)
+{
+    for (int i = 0; i < c->s->n_in; i++)
+        if (c->s->in_info[i].dtype == c->dt[c->g->inputs[i]]) c->ptr[c->g->inputs[i]] = c->in_buf[i];
+    for (int i = 0; i < c->s->n_out; i++) {
+        int t = c->g->outputs[i];
+        if (c->g->tensors[t].producer >= 0 && c->s->out_info[i].dtype == c->dt[t]) {
+            int first = 1;
+            for (int j = 0; j < i; j++) first &= c->g->outputs[j] != t;
+            if (first) c->ptr[t] = c->out_buf[i];
+        }
+    }
+    cu_resolve_views(c);
+}
+
+static zci_status run_device(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
+{
+    zci_session *ss = c->s;
+    if (ss->n_out > 64)
+        return zci_error(ZCI_UNSUPPORTED, "zci_run_device: the CUDA backend binds at most 64 outputs");
+    for (int i = 0; i < ss->n_in; i++) ZCI_TRY(check_device_ptr(c, a->inputs[i], 0, ss->in_info[i].name));
+    for (int i = 0; i < ss->n_out; i++) ZCI_TRY(check_device_ptr(c, a->outputs[i], 1, ss->out_info[i].name));
+    ZCI_TRY(order_after_last(c, s));
+    if (c->graph_exec) {
+        for (int i = 0; i < ss->n_in; i++) ZCI_TRY(input_edge(c, i, a->inputs[i], s));
+        ZCI_TRY(run_body(c, s));
+        for (int i = 0; i < ss->n_out; i++) ZCI_TRY(output_edge(c, i, a->outputs[i], s));
+        return mark_done(c, s);
+    }
+    /* eager launches read the tensor table at launch: bind the caller's buffers */
+    int bound_out[64] = {0};
+    zci_status st = ZCI_OK;
+    for (int i = 0; st == ZCI_OK && i < ss->n_in; i++) {
+        int t = c->g->inputs[i];
+        if (ss->in_info[i].dtype == c->dt[t]) c->ptr[t] = a->inputs[i];
+        else st = input_edge(c, i, a->inputs[i], s);
+    }
+    for (int i = 0; i < ss->n_out; i++)
+        if (can_bind_output(c, i)) {
+            c->ptr[c->g->outputs[i]] = a->outputs[i];
+            bound_out[i] = 1;
+        }
+    cu_resolve_views(c);
+    if (st == ZCI_OK) st = cu_run_nodes(c, s);
+    for (int i = 0; st == ZCI_OK && i < ss->n_out; i++)
+        if (!bound_out[i]) st = output_edge(c, i, a->outputs[i], s);
+    restore_bindings(c);
+    if (st == ZCI_OK) st = mark_done(c, s);
+    return st;
+}
+
+static zci_status run_own(cu_ctx *c, cudaStream_t s)
+{
+    ZCI_TRY(order_after_last(c, s));
+    for (int i = 0; i < c->s->n_in; i++) ZCI_TRY(input_edge(c, i, c->in_buf[i], s));
+    ZCI_TRY(run_body(c, s));
+    for (int i = 0; i < c->s->n_out; i++) ZCI_TRY(output_edge(c, i, c->out_buf[i], s));
+    return mark_done(c, s);
+}
+
+static int host_converts(const cu_ctx *c, zci_dtype io, int t) { return io == ZCI_FLOAT32 && c->dt[t] == ZCI_FLOAT16; }
+
+static zci_status run_host(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
+{
+    zci_session *ss = c->s;
+    host_kind kin[64], kout[64];
+    if (ss->n_in > 64 || ss->n_out > 64)
+        return zci_error(ZCI_UNSUPPORTED, "zci_run: the CUDA backend stages at most 64 inputs and 64 outputs");
+    for (int i = 0; i < ss->n_in; i++) ZCI_TRY(check_host_ptr(a->inputs[i], 0, ss->in_info[i].name, &kin[i]));
+    for (int i = 0; i < ss->n_out; i++) ZCI_TRY(check_host_ptr(a->outputs[i], 1, ss->out_info[i].name, &kout[i]));
+    ZCI_TRY(order_after_last(c, s));
+    for (int i = 0; i < ss->n_in; i++) {
+        int t = c->g->inputs[i];
+        const zci_tensor_info *info = &ss->in_info[i];
+        if (kin[i] == HOST_PINNED) {
+            CU_TRY(cudaMemcpyAsync(c->in_buf[i], a->inputs[i], info->bytes, cudaMemcpyHostToDevice, s));
+            ZCI_TRY(input_edge(c, i, c->in_buf[i], s));
+        } else if (host_converts(c, info->dtype, t)) {
+            staged u = {a->inputs[i], c->in_stage[i], c->ptr[t], (size_t)cu_numel(c, t), 2, XF_F32_TO_F16};
+            ZCI_TRY(upload_staged(c, &u, s));
+        } else {
+            staged u = {a->inputs[i], c->in_stage[i], c->in_buf[i], info->bytes, 1, XF_COPY};
+            ZCI_TRY(upload_staged(c, &u, s));
+            ZCI_TRY(input_edge(c, i, c->in_buf[i], s));
+        }
+    }
+    ZCI_TRY(run_body(c, s));
+    staged down[64];
+    int n_down = 0;
+    for (int i = 0; i < ss->n_out; i++) {
+        int t = c->g->outputs[i];
+        const zci_tensor_info *info = &ss->out_info[i];
+        if (kout[i] == HOST_PINNED) {
+            ZCI_TRY(output_edge(c, i, c->out_buf[i], s));
+            CU_TRY(cudaMemcpyAsync(a->outputs[i], c->out_buf[i], info->bytes, cudaMemcpyDeviceToHost, s));
+        } else if (host_converts(c, info->dtype, t)) {
+            down[n_down++] = (staged){a->outputs[i], c->out_stage[i], c->ptr[t], (size_t)cu_numel(c, t), 2, XF_F16_TO_F32};
+        } else {
+            ZCI_TRY(output_edge(c, i, c->out_buf[i], s));
+            down[n_down++] = (staged){a->outputs[i], c->out_stage[i], c->out_buf[i], info->bytes, 1, XF_COPY};
+        }
+    }
+    ZCI_TRY(mark_done(c, s));
+    if (n_down) ZCI_TRY(download_staged(c, down, n_down, s));
+    CU_TRY(cudaStreamSynchronize(s));
+    return ZCI_OK;
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+/* Makes the session's device current for the call and puts the caller's back after it. */
+typedef struct device_guard {
+    int prev;
+} device_guard;
+
+static zci_status enter_device(const cu_ctx *c, device_guard *gd)
+{
+    gd->prev = -1;
+    CU_TRY(cudaGetDevice(&gd->prev));
+    if (gd->prev != c->device) CU_TRY(cudaSetDevice(c->device));
+    return ZCI_OK;
+}
+
+static void leave_device(const cu_ctx *c, const device_guard *gd)
+{
+    if (gd->prev >= 0 && gd->prev != c->device) cudaSetDevice(gd->prev);
+}
+
+static cudaStream_t pick_stream(const cu_ctx *c, void *stream) { return stream ? (cudaStream_t)stream : c->stream; }
+
+zci_status cu_backend_run(zci_session *s, const zci_run_args *a)
+{
+    cu_ctx *c = s->be_ctx;
+    device_guard gd;
+    ZCI_TRY(enter_device(c, &gd));
+    cudaStream_t stream = pick_stream(c, a->stream);
+    zci_status st;
+    switch (a->mem) {
+    case ZCI_MEM_HOST: st = run_host(c, a, stream); break;
+    case ZCI_MEM_DEVICE: st = run_device(c, a, stream); break;
+    default: st = run_own(c, stream); break;
+    }
+    if (st == ZCI_OK && a->wait && a->mem != ZCI_MEM_HOST) {
+        cudaError_t e = cudaStreamSynchronize(stream);
+        if (e != cudaSuccess) st = cu_cuda_error(e, "cudaStreamSynchronize");
+    }
+    leave_device(c, &gd);
+    return st;
+}
+
+zci_status cu_backend_own_buffer(zci_session *s, int is_output, int index, void **ptr)
+{
+    cu_ctx *c = s->be_ctx;
+    *ptr = is_output ? c->out_buf[index] : c->in_buf[index];
+    return ZCI_OK;
+}
+
+zci_status cu_backend_synchronize(zci_session *s, void *stream)
+{
+    cu_ctx *c = s->be_ctx;
+    device_guard gd;
+    ZCI_TRY(enter_device(c, &gd));
+    cudaError_t e = cudaStreamSynchronize(pick_stream(c, stream));
+    leave_device(c, &gd);
+    if (e != cudaSuccess) return cu_cuda_error(e, "cudaStreamSynchronize");
+    return ZCI_OK;
+}
+
+/* ---------------------------------------------------------------- test hooks */
+
+int zci_cuda_is_session(const zci_session *s) { return s && s->be == zci_cuda_backend() && s->be_ctx; }
+
+size_t zci_cuda_device_bytes(const zci_session *s)
+{
+    return zci_cuda_is_session(s) ? ((const cu_ctx *)s->be_ctx)->device_bytes : 0;
+}
+
+int zci_cuda_uses_graph(const zci_session *s)
+{
+    return zci_cuda_is_session(s) && ((const cu_ctx *)s->be_ctx)->graph_exec != NULL;
+}
+
+zci_status zci_cuda_debug_run(zci_session *s, int (*visit)(void *user, int node), void *user)
+{
+    if (!zci_cuda_is_session(s)) return zci_error(ZCI_INVALID_ARGUMENT, "zci_cuda_debug_run: not a CUDA session");
+    cu_ctx *c = s->be_ctx;
+    const zci_graph *g = c->g;
+    device_guard gd;
+    ZCI_TRY(enter_device(c, &gd));
+    cudaStream_t st = c->own_stream;
+    zci_status r = order_after_last(c, st);
+    for (int i = 0; r == ZCI_OK && i < s->n_in; i++) r = input_edge(c, i, c->in_buf[i], st);
+    if (r == ZCI_OK) {
+        cudnnStatus_t e1 = cudnnSetStream(c->cudnn, st);
+        cublasStatus_t e2 = cublasSetStream(c->cublas, st);
+        if (e1 != CUDNN_STATUS_SUCCESS) r = cu_cudnn_error(e1, "cudnnSetStream");
+        else if (e2 != CUBLAS_STATUS_SUCCESS) r = cu_cublas_error(e2, "cublasSetStream");
+    }
+    for (int p = 0; r == ZCI_OK && p < g->n_order; p++) {
+        int ni = g->order[p];
+        cu_node *cn = &c->nodes[ni];
+        if (cn->op) {
+            r = cn->op->launch(c, &g->nodes[ni], cn->state, st);
+            if (r != ZCI_OK) r = zci_error_prefix(r, "%s", zci_node_desc(g, &g->nodes[ni]));
+        }
+        if (r == ZCI_OK) {
+            cudaError_t e = cudaStreamSynchronize(st);
+            if (e != cudaSuccess) r = zci_error_prefix(cu_cuda_error(e, "cudaStreamSynchronize"), "%s", zci_node_desc(g, &g->nodes[ni]));
+        }
+        if (r == ZCI_OK && visit(user, ni)) break;
+    }
+    for (int i = 0; r == ZCI_OK && i < s->n_out; i++) r = output_edge(c, i, c->out_buf[i], st);
+    if (r == ZCI_OK) r = mark_done(c, st);
+    if (r == ZCI_OK) {
+        cudaError_t e = cudaStreamSynchronize(st);
+        if (e != cudaSuccess) r = cu_cuda_error(e, "cudaStreamSynchronize");
+    }
+    leave_device(c, &gd);
+    return r;
+}
+
+zci_status zci_cuda_read_tensor(zci_session *s, int t, void *host, size_t bytes)
+{
+    if (!zci_cuda_is_session(s)) return zci_error(ZCI_INVALID_ARGUMENT, "zci_cuda_read_tensor: not a CUDA session");
+    cu_ctx *c = s->be_ctx;
+    if (t < 0 || t >= c->g->n_tensors || !c->ptr[t])
+        return zci_error(ZCI_INVALID_ARGUMENT, "zci_cuda_read_tensor: tensor %d has no device buffer", t);
+    const zci_tensor *x = &c->g->tensors[t];
+    int64_t n = zci_tensor_numel(x);
+    if (bytes != (size_t)n * zci_dtype_size(x->dtype))
+        return zci_error(ZCI_INVALID_ARGUMENT, "zci_cuda_read_tensor: '%s' has %zu bytes, %zu given", x->name,
+                         (size_t)n * zci_dtype_size(x->dtype), bytes);
+    device_guard gd;
+    ZCI_TRY(enter_device(c, &gd));
+    zci_status st = ZCI_OK;
+    size_t dbytes = (size_t)n * cu_esize(c, t);
+    void *tmp = c->dt[t] == x->dtype ? host : zci_malloc(dbytes ? dbytes : 1, "tensor copy");
+    if (!tmp) st = ZCI_OUT_OF_MEMORY;
+    if (st == ZCI_OK) {
+        cudaError_t e = cudaMemcpy(tmp, c->ptr[t], dbytes, cudaMemcpyDeviceToHost);
+        if (e != cudaSuccess) st = cu_cuda_error(e, "cudaMemcpy");
+    }
+    if (st == ZCI_OK && tmp != host) xform_range(host, tmp, 0, (size_t)n, XF_F16_TO_F32);
+    if (tmp != host) free(tmp);
+    leave_device(c, &gd);
+    return st;
+}

@@ -1,0 +1,308 @@
+/* pool.c: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (1 to 3 spatial dimensions).
+ *
+ * The window geometry (strides, dilations, pads, auto_pad, ceil_mode) is Conv's: see
+ * zci_window_init in conv.h. Kernels work on output rows: for each kernel offset the span of
+ * output columns whose input column is in bounds is computed once, so the inner loop is a plain
+ * (and, at stride 1, contiguous) sweep the compiler vectorises. MaxPool also takes uint8 and
+ * int8 (opset 12); its optional Indices output is not supported. */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/conv.h"
+#include "ops/op.h"
+
+/* Max and mean over rows are selects and adds: see conv.c for why this pragma. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+/* Below this many window reads a pool runs on one thread. */
+#define PAR_MIN_WORK ((int64_t)1 << 15)
+
+static const char *tname(const zci_tensor *t) { return t->name ? t->name : "?"; }
+
+static int64_t ceil_div64(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+/* ================================================================ infer */
+
+enum { POOL_MAX, POOL_AVG };
+
+static zci_status pool_infer(zci_graph *g, zci_node *n, int kind)
+{
+    ZCI_TRY(zci_check_arity(n, 1, 1, kind == POOL_MAX ? 2 : 1));
+    if (n->n_out > 1 && n->out[1] >= 0)
+        return zci_error(ZCI_UNSUPPORTED, "MaxPool's Indices output is not supported by zcinfer");
+    const zci_tensor *x = ZCI_IN(g, n, 0);
+    int int_ok = kind == POOL_MAX && (x->dtype == ZCI_UINT8 || x->dtype == ZCI_INT8);
+    if (x->dtype != ZCI_FLOAT32 && !int_ok)
+        return zci_error(ZCI_UNSUPPORTED, "X ('%s') is %s; zcinfer pools float32%s", tname(x),
+                         zci_dtype_name(x->dtype), kind == POOL_MAX ? ", uint8 and int8" : "");
+    if (x->ndim < 3 || x->ndim > 5)
+        return zci_error(ZCI_UNSUPPORTED, "X ('%s') has rank %d; zcinfer pools 1 to 3 spatial dimensions (rank 3 to 5)",
+                         tname(x), x->ndim);
+    int nsp = x->ndim - 2;
+    zci_status st = ZCI_OK;
+    int cnt = 0;
+    const int64_t *kernel = zci_attr_ints(n, "kernel_shape", &cnt, &st);
+    if (st != ZCI_OK || !kernel)
+        return zci_error(ZCI_INVALID_MODEL, "attribute 'kernel_shape' (a list of ints) is required");
+    if (cnt != nsp)
+        return zci_error(ZCI_INVALID_MODEL, "attribute 'kernel_shape' has %d values, X ('%s') has %d spatial dimensions",
+                         cnt, tname(x), nsp);
+    int ceil_mode = (int)zci_attr_int(n, "ceil_mode", 0, &st);
+    int count_include_pad = (int)zci_attr_int(n, "count_include_pad", 0, &st);
+    int storage_order = (int)zci_attr_int(n, "storage_order", 0, &st);
+    if (st != ZCI_OK) return zci_error(st, "attributes 'ceil_mode', 'count_include_pad' and 'storage_order' must be ints");
+    (void)storage_order; /* only affects Indices */
+    zci_pool_params *p = zci_calloc(1, sizeof *p, "pool params");
+    if (!p) return ZCI_OUT_OF_MEMORY;
+    st = zci_window_init(n, nsp, x->dims + 2, kernel, ceil_mode, &p->w);
+    if (st != ZCI_OK) {
+        free(p);
+        return st;
+    }
+    p->batch = x->dims[0];
+    p->channels = x->dims[1];
+    p->ceil_mode = ceil_mode != 0;
+    p->count_include_pad = count_include_pad != 0;
+    int64_t ydims[5] = {p->batch, p->channels};
+    for (int i = 0; i < nsp; i++) ydims[2 + i] = p->w.out[i];
+    free(n->params);
+    n->params = p;
+    zci_tensor_set_shape(ZCI_OUT(g, n, 0), x->dtype, ydims, x->ndim);
+    return ZCI_OK;
+}
+
+static zci_status maxpool_infer(zci_graph *g, zci_node *n) { return pool_infer(g, n, POOL_MAX); }
+static zci_status avgpool_infer(zci_graph *g, zci_node *n) { return pool_infer(g, n, POOL_AVG); }
+
+static zci_status global_infer(zci_graph *g, zci_node *n)
+{
+    ZCI_TRY(zci_check_arity(n, 1, 1, 1));
+    const zci_tensor *x = ZCI_IN(g, n, 0);
+    if (x->dtype != ZCI_FLOAT32)
+        return zci_error(ZCI_UNSUPPORTED, "X ('%s') is %s; zcinfer pools float32", tname(x), zci_dtype_name(x->dtype));
+    if (x->ndim < 2)
+        return zci_error(ZCI_INVALID_MODEL, "X ('%s') has rank %d, expected at least 2 (N, C, ...)", tname(x), x->ndim);
+    int64_t ydims[ZCI_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) ydims[i] = i < 2 ? x->dims[i] : 1;
+    zci_tensor_set_shape(ZCI_OUT(g, n, 0), ZCI_FLOAT32, ydims, x->ndim);
+    return ZCI_OK;
+}
+
+/* ================================================================ window kernels */
+
+/* The window as 3-D with leading unit dimensions (a 2-D pool is D = 1). */
+typedef struct win3 {
+    int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
+} win3;
+
+static win3 make_win3(const zci_window *w)
+{
+    win3 g;
+    int shift = 3 - w->nsp;
+    for (int i = 0; i < 3; i++) {
+        int j = i - shift;
+        g.in[i] = j >= 0 ? w->in[j] : 1;
+        g.out[i] = j >= 0 ? w->out[j] : 1;
+        g.k[i] = j >= 0 ? w->kernel[j] : 1;
+        g.s[i] = j >= 0 ? w->stride[j] : 1;
+        g.d[i] = j >= 0 ? w->dilation[j] : 1;
+        g.pb[i] = j >= 0 ? w->pad_begin[j] : 0;
+        g.pe[i] = j >= 0 ? w->pad_end[j] : 0;
+    }
+    return g;
+}
+
+/* Output columns [*lo, *hi) whose input column o * s + off lies in [0, in). */
+static void valid_span(int64_t off, int64_t s, int64_t in, int64_t out, int64_t *lo, int64_t *hi)
+{
+    *lo = off >= 0 ? 0 : ceil_div64(-off, s);
+    *hi = off > in - 1 ? 0 : (in - 1 - off) / s + 1;
+    if (*hi > out) *hi = out;
+    if (*lo > *hi) *lo = *hi;
+}
+
+/* Kernel offsets of dimension i whose input index o * s - pb + k * d lies in [lo_bound,
+ * hi_bound): their count (the average's divisor is a product of these). */
+static int64_t taps_within(const win3 *g, int i, int64_t o, int64_t lo_bound, int64_t hi_bound)
+{
+    int64_t c = 0;
+    for (int64_t k = 0; k < g->k[i]; k++) {
+        int64_t at = o * g->s[i] - g->pb[i] + k * g->d[i];
+        c += at >= lo_bound && at < hi_bound;
+    }
+    return c;
+}
+
+static int pool_threads(const win3 *g, int64_t rows, int nthreads)
+{
+    int64_t work = rows * g->out[2] * g->k[0] * g->k[1] * g->k[2];
+    return work < PAR_MIN_WORK ? 1 : nthreads;
+}
+
+/* MaxPool for one element type: T the type, LOWEST the initial value. */
+#define ZCI_DEFINE_MAXPOOL_(name, T, LOWEST)                                                                       \
+    static void name(const win3 *g, int64_t planes, const T *x, T *y, int nthreads)                                \
+    {                                                                                                              \
+        const int64_t rows = planes * g->out[0] * g->out[1], ow = g->out[2];                                       \
+        const int64_t in_plane = g->in[0] * g->in[1] * g->in[2], out_plane = g->out[0] * g->out[1] * ow;          \
+        _Pragma("omp parallel for num_threads(pool_threads(g, rows, nthreads)) schedule(static)")                 \
+        for (int64_t r = 0; r < rows; r++) {                                                                       \
+            int64_t oy = r % g->out[1], oz = (r / g->out[1]) % g->out[0], plane = r / (g->out[1] * g->out[0]);    \
+            const T *xp = x + plane * in_plane;                                                                    \
+            T *row = y + plane * out_plane + (oz * g->out[1] + oy) * ow;                                          \
+            for (int64_t ox = 0; ox < ow; ox++) row[ox] = LOWEST;                                                  \
+            for (int64_t kz = 0; kz < g->k[0]; kz++) {                                                             \
+                int64_t iz = oz * g->s[0] - g->pb[0] + kz * g->d[0];                                               \
+                if (iz < 0 || iz >= g->in[0]) continue;                                                            \
+                for (int64_t ky = 0; ky < g->k[1]; ky++) {                                                         \
+                    int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];                                           \
+                    if (iy < 0 || iy >= g->in[1]) continue;                                                        \
+                    const T *xr = xp + (iz * g->in[1] + iy) * g->in[2];                                            \
+                    for (int64_t kx = 0; kx < g->k[2]; kx++) {                                                     \
+                        int64_t off = kx * g->d[2] - g->pb[2], lo, hi, sx = g->s[2];                               \
+                        valid_span(off, sx, g->in[2], ow, &lo, &hi);                                               \
+                        if (sx == 1) {                                                                             \
+                            const T *xs = xr + off;                                                                \
+                            for (int64_t ox = lo; ox < hi; ox++) row[ox] = xs[ox] > row[ox] ? xs[ox] : row[ox];    \
+                        } else {                                                                                   \
+                            for (int64_t ox = lo; ox < hi; ox++) {                                                 \
+                                T v = xr[ox * sx + off];                                                           \
+                                row[ox] = v > row[ox] ? v : row[ox];                                               \
+                            }                                                                                      \
+                        }                                                                                          \
+                    }                                                                                              \
+                }                                                                                                  \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+
+ZCI_DEFINE_MAXPOOL_(maxpool_f32, float, -INFINITY)
+ZCI_DEFINE_MAXPOOL_(maxpool_u8, uint8_t, 0)
+ZCI_DEFINE_MAXPOOL_(maxpool_i8, int8_t, INT8_MIN)
+
+static void avgpool_f32(const win3 *g, int64_t planes, int count_include_pad, const float *x, float *y, int nthreads)
+{
+    const int64_t rows = planes * g->out[0] * g->out[1], ow = g->out[2];
+    const int64_t in_plane = g->in[0] * g->in[1] * g->in[2], out_plane = g->out[0] * g->out[1] * ow;
+#pragma omp parallel for num_threads(pool_threads(g, rows, nthreads)) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t oy = r % g->out[1], oz = (r / g->out[1]) % g->out[0], plane = r / (g->out[1] * g->out[0]);
+        const float *xp = x + plane * in_plane;
+        float *row = y + plane * out_plane + (oz * g->out[1] + oy) * ow;
+        for (int64_t ox = 0; ox < ow; ox++) row[ox] = 0.0f;
+        for (int64_t kz = 0; kz < g->k[0]; kz++) {
+            int64_t iz = oz * g->s[0] - g->pb[0] + kz * g->d[0];
+            if (iz < 0 || iz >= g->in[0]) continue;
+            for (int64_t ky = 0; ky < g->k[1]; ky++) {
+                int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];
+                if (iy < 0 || iy >= g->in[1]) continue;
+                const float *xr = xp + (iz * g->in[1] + iy) * g->in[2];
+                for (int64_t kx = 0; kx < g->k[2]; kx++) {
+                    int64_t off = kx * g->d[2] - g->pb[2], lo, hi, sx = g->s[2];
+                    valid_span(off, sx, g->in[2], ow, &lo, &hi);
+                    if (sx == 1) {
+                        const float *xs = xr + off;
+                        for (int64_t ox = lo; ox < hi; ox++) row[ox] += xs[ox];
+                    } else {
+                        for (int64_t ox = lo; ox < hi; ox++) row[ox] += xr[ox * sx + off];
+                    }
+                }
+            }
+        }
+        /* the divisor counts the taps inside the input, or with count_include_pad inside the
+         * padded input (a ceil_mode window may still reach beyond that) */
+        int64_t cz, cy;
+        if (count_include_pad) {
+            cz = taps_within(g, 0, oz, -g->pb[0], g->in[0] + g->pe[0]);
+            cy = taps_within(g, 1, oy, -g->pb[1], g->in[1] + g->pe[1]);
+        } else {
+            cz = taps_within(g, 0, oz, 0, g->in[0]);
+            cy = taps_within(g, 1, oy, 0, g->in[1]);
+        }
+        for (int64_t ox = 0; ox < ow; ox++) {
+            int64_t cx = count_include_pad ? taps_within(g, 2, ox, -g->pb[2], g->in[2] + g->pe[2])
+                                           : taps_within(g, 2, ox, 0, g->in[2]);
+            int64_t cnt = cz * cy * cx;
+            row[ox] = cnt > 0 ? row[ox] / (float)cnt : 0.0f;
+        }
+    }
+}
+
+static zci_status maxpool_cpu(const zci_kernel_ctx *k)
+{
+    const zci_pool_params *p = k->n->params;
+    win3 g = make_win3(&p->w);
+    int64_t planes = p->batch * p->channels;
+    const void *x = ZCI_KIN_DATA(k, 0);
+    void *y = ZCI_KOUT_DATA(k, 0);
+    switch (ZCI_KIN(k, 0)->dtype) {
+    case ZCI_FLOAT32: maxpool_f32(&g, planes, x, y, k->nthreads); break;
+    case ZCI_UINT8: maxpool_u8(&g, planes, x, y, k->nthreads); break;
+    case ZCI_INT8: maxpool_i8(&g, planes, x, y, k->nthreads); break;
+    default: return zci_error(ZCI_INTERNAL, "MaxPool: element type %s passed infer", zci_dtype_name(ZCI_KIN(k, 0)->dtype));
+    }
+    return ZCI_OK;
+}
+
+static zci_status avgpool_cpu(const zci_kernel_ctx *k)
+{
+    const zci_pool_params *p = k->n->params;
+    win3 g = make_win3(&p->w);
+    avgpool_f32(&g, p->batch * p->channels, p->count_include_pad, ZCI_KIN_DATA(k, 0), ZCI_KOUT_DATA(k, 0),
+                k->nthreads);
+    return ZCI_OK;
+}
+
+/* ================================================================ global pools */
+
+static zci_status global_cpu(const zci_kernel_ctx *k, int kind)
+{
+    const zci_tensor *xt = ZCI_KIN(k, 0);
+    const float *x = ZCI_KIN_DATA(k, 0);
+    float *y = ZCI_KOUT_DATA(k, 0);
+    int64_t planes = xt->dims[0] * xt->dims[1];
+    int64_t size = 1;
+    for (int i = 2; i < xt->ndim; i++) size *= xt->dims[i];
+    int nt = planes * size < PAR_MIN_WORK ? 1 : k->nthreads;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * size;
+        if (kind == POOL_MAX) {
+            float m = size > 0 ? xp[0] : -INFINITY;
+            for (int64_t i = 1; i < size; i++) m = xp[i] > m ? xp[i] : m;
+            y[pl] = m;
+        } else {
+            /* summed in double: a large plane summed in float loses digits */
+            double s = 0.0;
+            for (int64_t i = 0; i < size; i++) s += xp[i];
+            y[pl] = size > 0 ? (float)(s / (double)size) : 0.0f;
+        }
+    }
+    return ZCI_OK;
+}
+
+static zci_status globalmax_cpu(const zci_kernel_ctx *k) { return global_cpu(k, POOL_MAX); }
+static zci_status globalavg_cpu(const zci_kernel_ctx *k) { return global_cpu(k, POOL_AVG); }
+
+/* clang-format off */
+const zci_op zci_op_MaxPool = {
+    /* .type = */ "MaxPool", /* .domain = */ "", /* .since = */ 1,
+    /* .infer = */ maxpool_infer, /* .cpu = */ maxpool_cpu,
+    /* .cpu_prepare = */ NULL, /* .cpu_release = */ NULL, /* .free_params = */ NULL,
+    /* .is_view = */ 0,
+};
+const zci_op zci_op_AveragePool = {
+    "AveragePool", "", 1, avgpool_infer, avgpool_cpu, NULL, NULL, NULL, 0,
+};
+const zci_op zci_op_GlobalAveragePool = {
+    "GlobalAveragePool", "", 1, global_infer, globalavg_cpu, NULL, NULL, NULL, 0,
+};
+const zci_op zci_op_GlobalMaxPool = {
+    "GlobalMaxPool", "", 1, global_infer, globalmax_cpu, NULL, NULL, NULL, 0,
+};
+/* clang-format on */
