@@ -195,14 +195,15 @@ ZCI_API void zci_postprocess_params_init(zci_postprocess_params *params);
 /* A postprocessor owns the scratch memory of decoding and NMS, sized at creation so that a run
  * allocates nothing and the worst case (every candidate above the threshold) fits. On the GPU
  * that is about max_candidates^2 / 8 bytes for the NMS bit matrix (79 MB for YOLOv5's 25,200
- * candidates at 640 x 640) plus 40 bytes per candidate; on the CPU 40 bytes per candidate.
+ * candidates at 640 x 640) plus 56 bytes per candidate; on the CPU 36 bytes per candidate.
  * Threading: one thread at a time per postprocessor. */
 typedef struct zci_postprocessor zci_postprocessor;
 
 /* Creates a postprocessor for `device` that takes outputs of up to max_candidates boxes
  * (N, e.g. 25200) and returns up to max_detections (the top-K capacity, e.g. 300). A CUDA
  * postprocessor allocates on the calling thread's current device and creates its own stream.
- * Returns ZCI_INVALID_ARGUMENT (sizes < 1 or max_candidates > 1 << 20), ZCI_OUT_OF_MEMORY,
+ * Returns ZCI_INVALID_ARGUMENT (sizes < 1, max_candidates > 131072 = 1 << 17, or max_detections
+ * > max_candidates), ZCI_OUT_OF_MEMORY,
  * ZCI_NO_DEVICE (CUDA asked for in a build or on a machine without it), ZCI_DEVICE_ERROR.
  * Thread-safe. */
 ZCI_API zci_status zci_postprocessor_create(zci_device device, int max_candidates, int max_detections,
@@ -229,8 +230,8 @@ ZCI_API zci_status zci_postprocess_cpu(zci_postprocessor *pp, const void *output
 /* As zci_postprocess_cpu for an output in device memory, on the GPU, queued on `stream`
  * (NULL = the postprocessor's own stream); returns once queued. The results stay in device
  * memory (zci_postprocessor_results) until the next run; zci_postprocessor_download brings
- * them to the host. Decoding, a radix sort of the candidates by (score, row), a 64 x 64 tiled
- * IoU bit matrix and one reduction pass; nothing is allocated. Identical results to the CPU
+ * them to the host. Four kernels: decoding, a sort of the candidates by (score, row), a 64 x 64
+ * tiled IoU bit matrix and one reduction pass; nothing is allocated, nothing waits for the host. Identical results to the CPU
  * version. Needs a CUDA postprocessor. Returns as the CPU version, plus ZCI_DEVICE_ERROR. */
 ZCI_API zci_status zci_postprocess_cuda(zci_postprocessor *pp, const void *output, const zci_tensor_info *info,
                                         int batch_index, const zci_postprocess_params *params,

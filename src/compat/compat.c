@@ -97,7 +97,7 @@ void destroy_session(InferenceSession session)
 void run_inference(InferenceSession session, const float *input_data, float *output_data, int input_size,
                    int output_size)
 {
-    size_t in_bytes, out_bytes;
+    size_t in_bytes = 0, out_bytes = 0;
     zci_status st = check_model(session, "run_inference", CHECK_INPUT | CHECK_OUTPUT, input_size, output_size,
                                 &in_bytes, &out_bytes);
     if (st == ZCI_OK) {
@@ -121,7 +121,7 @@ void run_inference_device(InferenceSession session, const float *d_input, float 
                           int output_size)
 {
     zci_session *s = session;
-    size_t in_bytes, out_bytes;
+    size_t in_bytes = 0, out_bytes = 0;
     zci_status st = check_model(s, "run_inference_device", CHECK_INPUT | CHECK_OUTPUT, input_size, output_size,
                                 &in_bytes, &out_bytes);
     if (st == ZCI_OK) {
@@ -143,7 +143,7 @@ void run_inference_device(InferenceSession session, const float *d_input, float 
 DeviceBuffers *get_device_buffers(InferenceSession session)
 {
     zci_session *s = session;
-    size_t unused_in, unused_out;
+    size_t unused_in = 0, unused_out = 0;
     zci_status st = check_model(s, "get_device_buffers", 0, 0, 0, &unused_in, &unused_out);
     void *d_in = NULL, *d_out = NULL;
     if (st == ZCI_OK) st = in_fn("get_device_buffers", zci_session_input_device_buffer(s, 0, &d_in));
@@ -172,7 +172,7 @@ void free_device_buffers(DeviceBuffers *buffers)
 
 void copy_input_to_gpu(InferenceSession session, const float *input_cpu, int input_size)
 {
-    size_t bytes, unused;
+    size_t bytes = 0, unused = 0;
     zci_status st = check_model(session, "copy_input_to_gpu", CHECK_INPUT, input_size, 0, &bytes, &unused);
     if (st == ZCI_OK)
         st = in_fn("copy_input_to_gpu", zci_session_write_input_buffer(session, 0, input_cpu, bytes, NULL));
@@ -181,7 +181,7 @@ void copy_input_to_gpu(InferenceSession session, const float *input_cpu, int inp
 
 void copy_output_to_cpu(InferenceSession session, float *output_cpu, int output_size)
 {
-    size_t unused, bytes;
+    size_t unused = 0, bytes = 0;
     zci_status st = check_model(session, "copy_output_to_cpu", CHECK_OUTPUT, 0, output_size, &unused, &bytes);
     if (st == ZCI_OK)
         st = in_fn("copy_output_to_cpu", zci_session_read_output_buffer(session, 0, output_cpu, bytes, NULL));

@@ -27,10 +27,12 @@ struct zci_dnnl_conv {
     dnnl_primitive_t sum_reorder; /* plain residual -> the primitive's dst (sum post-op) */
     /* memories whose handle is set per run (the graph's buffers) */
     dnnl_memory_t x_mem, y_mem, bias_mem, sum_mem;
-    /* memories over buffers owned here */
-    dnnl_memory_t src_mem, dst_mem, weights_mem, scratch_mem;
-    void *src_buf, *dst_buf, *weights_buf, *scratch_buf;
-    size_t buffer_bytes;
+    /* the reordered weights, owned here */
+    dnnl_memory_t weights_mem;
+    void *weights_buf;
+    /* memories over the caller's workspace: blocked source and destination, scratchpad */
+    dnnl_memory_t src_mem, dst_mem, scratch_mem;
+    size_t src_off, dst_off, scratch_off, workspace_bytes;
     int has_bias, has_sum;
     int nthreads;
     char impl[64];
@@ -90,14 +92,22 @@ static dnnl_format_tag_t plain_tag(int ndims)
 }
 
 /* An owned buffer of md's size, and a memory over it. */
-static zci_status owned_memory(const dnnl_memory_desc_t *md, dnnl_engine_t engine, void **buf, dnnl_memory_t *mem,
-                               size_t *total)
+static zci_status owned_memory(const dnnl_memory_desc_t *md, dnnl_engine_t engine, void **buf, dnnl_memory_t *mem)
 {
     size_t bytes = dnnl_memory_desc_get_size(md);
     *buf = aligned_alloc(64, zci_align(bytes ? bytes : 64, 64));
     if (!*buf) return zci_error(ZCI_OUT_OF_MEMORY, "oneDNN convolution: cannot allocate %zu bytes", bytes);
-    *total += bytes;
     dnnl_status_t s = dnnl_memory_create(mem, md, engine, *buf);
+    return s == dnnl_success ? ZCI_OK : dnnl_fail(s, "memory creation");
+}
+
+/* A memory placed in the workspace at the next 64-byte aligned offset (bound per run). */
+static zci_status workspace_memory(const dnnl_memory_desc_t *md, dnnl_engine_t engine, dnnl_memory_t *mem,
+                                   size_t *offset, size_t *total)
+{
+    *offset = *total;
+    *total += zci_align(dnnl_memory_desc_get_size(md), 64);
+    dnnl_status_t s = dnnl_memory_create(mem, md, engine, DNNL_MEMORY_NONE);
     return s == dnnl_success ? ZCI_OK : dnnl_fail(s, "memory creation");
 }
 
@@ -149,6 +159,16 @@ zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, 
 {
     *out = NULL;
     zci_status st = ZCI_OK;
+    /* oneDNN 2.6's brgconv crashes (SIGSEGV in its JIT code) when a residual and an activation
+     * are both fused and some output's window lies wholly in the padding (a pad as wide as the
+     * kernel's extent); such a convolution goes to the built-in kernels instead */
+    if (p->sum_input >= 0 && p->activation != ZCI_ACT_NONE)
+        for (int i = 0; i < p->w.nsp; i++) {
+            int64_t extent = (p->w.kernel[i] - 1) * p->w.dilation[i] + 1;
+            if (p->w.pad_begin[i] >= extent || p->w.pad_end[i] >= extent)
+                return zci_error(ZCI_UNSUPPORTED, "oneDNN: a fused residual and activation with a pad as wide as "
+                                                  "the kernel (oneDNN 2.6 crashes on it)");
+        }
     zci_dnnl_conv *c = zci_calloc(1, sizeof *c, "oneDNN convolution");
     if (!c) return ZCI_OUT_OF_MEMORY;
     c->nthreads = nthreads < 1 ? 1 : nthreads;
@@ -224,11 +244,11 @@ zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, 
     DNNL_TRY(dnnl_memory_create(&c->y_mem, &dst_plain, c->engine, DNNL_MEMORY_NONE), "memory creation");
     if (p->has_bias) DNNL_TRY(dnnl_memory_create(&c->bias_mem, &bias_md, c->engine, DNNL_MEMORY_NONE), "memory creation");
     if (!dnnl_memory_desc_equal(src_md, &src_plain)) {
-        if ((st = owned_memory(src_md, c->engine, &c->src_buf, &c->src_mem, &c->buffer_bytes)) != ZCI_OK) goto done;
+        if ((st = workspace_memory(src_md, c->engine, &c->src_mem, &c->src_off, &c->workspace_bytes)) != ZCI_OK) goto done;
         if ((st = make_reorder(&src_plain, src_md, c->engine, &c->src_reorder)) != ZCI_OK) goto done;
     }
     if (!dnnl_memory_desc_equal(dst_md, &dst_plain)) {
-        if ((st = owned_memory(dst_md, c->engine, &c->dst_buf, &c->dst_mem, &c->buffer_bytes)) != ZCI_OK) goto done;
+        if ((st = workspace_memory(dst_md, c->engine, &c->dst_mem, &c->dst_off, &c->workspace_bytes)) != ZCI_OK) goto done;
         if ((st = make_reorder(dst_md, &dst_plain, c->engine, &c->dst_reorder)) != ZCI_OK) goto done;
     }
     if (c->has_sum) {
@@ -237,12 +257,11 @@ zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, 
         if ((st = make_reorder(&dst_plain, dst_md, c->engine, &c->sum_reorder)) != ZCI_OK) goto done;
     }
     if (dnnl_memory_desc_get_size(scratch_md) > 0 &&
-        (st = owned_memory(scratch_md, c->engine, &c->scratch_buf, &c->scratch_mem, &c->buffer_bytes)) != ZCI_OK)
+        (st = workspace_memory(scratch_md, c->engine, &c->scratch_mem, &c->scratch_off, &c->workspace_bytes)) != ZCI_OK)
         goto done;
 
     /* weights: reordered once into the primitive's layout; the reorder only reads the source */
-    size_t w_bytes = 0;
-    if ((st = owned_memory(w_md, c->engine, &c->weights_buf, &c->weights_mem, &w_bytes)) != ZCI_OK) goto done;
+    if ((st = owned_memory(w_md, c->engine, &c->weights_buf, &c->weights_mem)) != ZCI_OK) goto done;
     DNNL_TRY(dnnl_memory_create(&w_plain_mem, &w_plain, c->engine, (void *)weights), "memory creation");
     if ((st = make_reorder(&w_plain, w_md, c->engine, &w_reorder)) != ZCI_OK) goto done;
     if ((st = exec_reorder(w_reorder, c->stream, w_plain_mem, c->weights_mem)) != ZCI_OK) goto done;
@@ -265,10 +284,19 @@ done:
 
 /* ---------------------------------------------------------------- run */
 
-zci_status zci_dnnl_conv_run(zci_dnnl_conv *c, const float *x, const float *bias, const float *sum, float *y)
+zci_status zci_dnnl_conv_run(zci_dnnl_conv *c, const float *x, const float *bias, const float *sum, float *y,
+                             void *workspace)
 {
     zci_status st = ZCI_OK;
+    if (c->workspace_bytes && !workspace)
+        return zci_error(ZCI_INVALID_ARGUMENT, "oneDNN convolution: a %zu-byte workspace is required",
+                         c->workspace_bytes);
     int old_threads = threads_enter(c->nthreads);
+    char *ws = workspace;
+    if (c->src_mem) DNNL_TRY(dnnl_memory_set_data_handle(c->src_mem, ws + c->src_off), "binding the workspace");
+    if (c->dst_mem) DNNL_TRY(dnnl_memory_set_data_handle(c->dst_mem, ws + c->dst_off), "binding the workspace");
+    if (c->scratch_mem)
+        DNNL_TRY(dnnl_memory_set_data_handle(c->scratch_mem, ws + c->scratch_off), "binding the workspace");
     /* oneDNN takes non-const handles for every memory; it does not write x, bias or sum */
     DNNL_TRY(dnnl_memory_set_data_handle(c->x_mem, (void *)x), "binding the input");
     DNNL_TRY(dnnl_memory_set_data_handle(c->y_mem, y), "binding the output");
@@ -297,7 +325,7 @@ done:
 
 const char *zci_dnnl_conv_impl(const zci_dnnl_conv *c) { return c->impl; }
 
-size_t zci_dnnl_conv_buffer_bytes(const zci_dnnl_conv *c) { return c->buffer_bytes; }
+size_t zci_dnnl_conv_workspace_size(const zci_dnnl_conv *c) { return c->workspace_bytes; }
 
 void zci_dnnl_conv_free(zci_dnnl_conv *c)
 {
@@ -316,10 +344,7 @@ void zci_dnnl_conv_free(zci_dnnl_conv *c)
     dnnl_memory_destroy(c->scratch_mem);
     dnnl_stream_destroy(c->stream);
     dnnl_engine_destroy(c->engine);
-    free(c->src_buf);
-    free(c->dst_buf);
     free(c->weights_buf);
-    free(c->scratch_buf);
     free(c);
 }
 

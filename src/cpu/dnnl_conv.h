@@ -1,10 +1,11 @@
 /* dnnl_conv.h: convolutions through oneDNN (built only with ZCI_HAVE_DNNL).
  *
  * One object per Conv node, made at planning: the primitive for the node's fixed shapes, its
- * weights reordered once into the layout the primitive prefers, the fused epilogue as oneDNN
- * post-ops, and every buffer a run needs (scratchpad, and the blocked copies of source and
- * destination when the primitive prefers a blocked layout to the graph's plain NCHW). A run
- * allocates nothing.
+ * weights reordered once into the layout the primitive prefers and the fused epilogue as oneDNN
+ * post-ops. What a run needs besides (the blocked copies of source and destination when the
+ * primitive prefers a blocked layout to the graph's plain NCHW, and oneDNN's scratchpad) lives
+ * in a workspace the caller passes, so that nodes that run one after another can share one. A
+ * run allocates nothing.
  *
  * Threads: Debian's oneDNN uses OpenMP and sizes its parallel regions (and, at creation, its
  * work split) from omp_get_max_threads(). Both functions below set the calling thread's OpenMP
@@ -30,16 +31,17 @@ typedef struct zci_dnnl_conv zci_dnnl_conv;
  * oneDNN's status for anything else. */
 zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, int nthreads, zci_dnnl_conv **out);
 
+/* Bytes of workspace zci_dnnl_conv_run needs (0: none). */
+size_t zci_dnnl_conv_workspace_size(const zci_dnnl_conv *c);
+
 /* y = conv(x) with the epilogue. bias: M floats or NULL (as p->has_bias said at creation); sum:
- * the residual (the output's shape) or NULL when p->sum_input < 0. y may equal sum. */
-zci_status zci_dnnl_conv_run(zci_dnnl_conv *c, const float *x, const float *bias, const float *sum, float *y);
+ * the residual (the output's shape) or NULL when p->sum_input < 0; y may equal sum. workspace:
+ * zci_dnnl_conv_workspace_size bytes, 64-byte aligned, its content free to overwrite. */
+zci_status zci_dnnl_conv_run(zci_dnnl_conv *c, const float *x, const float *bias, const float *sum, float *y,
+                             void *workspace);
 
 /* Which oneDNN implementation was chosen ("brgconv:avx512_core", ...), for logs and benches. */
 const char *zci_dnnl_conv_impl(const zci_dnnl_conv *c);
-
-/* Bytes held besides the weights (blocked copies, scratchpad): what the choice of a blocked
- * layout costs in memory. */
-size_t zci_dnnl_conv_buffer_bytes(const zci_dnnl_conv *c);
 
 /* Accepts NULL. */
 void zci_dnnl_conv_free(zci_dnnl_conv *c);

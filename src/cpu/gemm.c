@@ -45,15 +45,10 @@ typedef float vf;
 
 /* Cache blocking: an MC x KC block of A stays in L2, a KC x NR strip of B in L1 and the KC x NC
  * panel of B in L3. */
-#ifndef KC
 #define KC 256
-#endif
-#ifndef MC
 #define MC (MR * (128 / MR))
-#endif
-#ifndef NC
 #define NC (NR * (4096 / NR))
-#endif
+_Static_assert(MR <= 8, "micro_kernel dispatches at most 8 rows");
 
 /* Below this many multiply-adds per thread, another thread costs more to wake than it saves. */
 #define MIN_MACS_PER_THREAD ((int64_t)1 << 18)
@@ -328,13 +323,16 @@ static void gemm_region(const zci_gemm_args *g, int64_t m0, int64_t m1, int64_t 
     int64_t kstep = balanced_step(g->k, KC, 1);
     int64_t mstep = balanced_step(m1 - m0, MC, MR);
     int64_t nstep = balanced_step(n1 - n0, NC, NR);
+    /* With one block of A rows, each packed strip of B is used once: packing it just before use
+     * keeps it in L1 instead of writing a whole panel out to L2/L3 and reading it back. */
+    const int strip_wise = m1 - m0 <= mstep;
     for (int64_t jc = n0; jc < n1; jc += nstep) {
         int64_t nc = min64(nstep, n1 - jc);
         for (int64_t pc = 0; pc < g->k; pc += kstep) {
             int64_t kc = min64(kstep, g->k - pc);
             float beta = pc == 0 ? g->beta : 1.0f;
             int last = pc + kc == g->k;
-            pack_b(pack_ctx, pc, kc, jc, nc, NR, ws.bbuf);
+            if (!strip_wise) pack_b(pack_ctx, pc, kc, jc, nc, NR, ws.bbuf);
             for (int64_t ic = m0; ic < m1; ic += mstep) {
                 int64_t mc = min64(mstep, m1 - ic);
                 const float *ap;
@@ -347,6 +345,10 @@ static void gemm_region(const zci_gemm_args *g, int64_t m0, int64_t m1, int64_t 
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     int64_t nr = min64(NR, nc - jr);
                     const float *bp = ws.bbuf + jr * kc;
+                    if (strip_wise) {
+                        pack_b(pack_ctx, pc, kc, jc + jr, nr, NR, ws.bbuf);
+                        bp = ws.bbuf;
+                    }
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int mr = (int)min64(MR, mc - ir);
                         float *cp = g->c + (ic + ir) * g->ldc + jc + jr;

@@ -193,7 +193,8 @@ static zci_status upload_constants(cu_ctx *c)
     for (int p = 0; p < g->n_order; p++) {
         const zci_node *n = &g->nodes[g->order[p]];
         for (int k = 0; k < n->n_in; k++)
-            if (n->in[k] >= 0 && g->tensors[n->in[k]].kind == ZCI_TENSOR_CONSTANT) need[n->in[k]] = 1;
+            if (n->in[k] >= 0 && g->tensors[n->in[k]].kind == ZCI_TENSOR_CONSTANT && !cu_weights_only(c, n->in[k]))
+                need[n->in[k]] = 1;
     }
     for (int i = 0; i < g->n_outputs; i++)
         if (g->tensors[g->outputs[i]].kind == ZCI_TENSOR_CONSTANT) need[g->outputs[i]] = 1;
@@ -251,7 +252,9 @@ void cu_resolve_views(cu_ctx *c)
     const zci_graph *g = c->g;
     for (int p = 0; p < g->n_order; p++) {
         const zci_node *n = &g->nodes[g->order[p]];
-        if (can_alias(g, n)) c->ptr[n->out[0]] = c->ptr[n->in[0]];
+        if (!can_alias(g, n)) continue;
+        int x = n->in[0]; /* the view reinterprets NCHW bytes */
+        c->ptr[n->out[0]] = c->lay && c->lay[x] == CU_NHWC ? c->alt[x] : c->ptr[x];
     }
 }
 
@@ -335,6 +338,13 @@ static zci_status create_handles(cu_ctx *c)
     for (int i = 0; i < (int)(sizeof c->chunk_ev / sizeof c->chunk_ev[0]); i++)
         CU_TRY(cudaEventCreateWithFlags(&c->chunk_ev[i], cudaEventDisableTiming));
     CUDNN_TRY(cudnnCreate(&c->cudnn));
+    /* a cuBLAS handle takes device memory of its own: only for models that multiply matrices */
+    int gemms = 0;
+    for (int p = 0; p < c->g->n_order; p++) {
+        const char *ty = c->g->nodes[c->g->order[p]].op_type;
+        gemms |= !strcmp(ty, "MatMul") || !strcmp(ty, "Gemm");
+    }
+    if (!gemms) return ZCI_OK;
     CUBLAS_TRY(cublasCreate(&c->cublas));
     /* FP32 GEMMs stay IEEE FP32 unless TF32 is allowed; FP16 GEMMs use tensor cores in any mode */
     CUBLAS_TRY(cublasSetMathMode(c->cublas, c->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
@@ -346,9 +356,10 @@ static zci_status create_handles(cu_ctx *c)
  * not allocate). */
 static zci_status alloc_workspace(cu_ctx *c)
 {
-    cu_need_workspace(c, CU_MIN_WORKSPACE);
+    if (c->cublas) cu_need_workspace(c, CU_MIN_WORKSPACE);
+    if (!c->workspace_size) return ZCI_OK;
     ZCI_TRY(cu_malloc(c, c->workspace_size, "the convolution workspace", &c->workspace));
-    CUBLAS_TRY(cublasSetWorkspace(c->cublas, c->workspace, c->workspace_size));
+    if (c->cublas) CUBLAS_TRY(cublasSetWorkspace(c->cublas, c->workspace, c->workspace_size));
     return ZCI_OK;
 }
 
@@ -421,6 +432,10 @@ static void release_ctx(cu_ctx *c)
     free(c->ptr);
     free(c->dt);
     free(c->alias);
+    free(c->lay);
+    free(c->alt);
+    free(c->need_alt);
+    free(c->alt_c);
     free(c->nodes);
     free(c->in_buf);
     free(c->out_buf);
@@ -440,6 +455,17 @@ static void cuda_release(zci_session *s)
     s->be_ctx = NULL;
 }
 
+/* Verbose mode: the device memory each planning step took (cudaMemGetInfo, so library
+ * allocations show too). */
+static void log_memory(const cu_ctx *c, const char *step, size_t *last)
+{
+    if (!c->verbose) return;
+    size_t f = 0, t = 0;
+    if (cudaMemGetInfo(&f, &t) != cudaSuccess) return;
+    if (*last) zci_log(1, "CUDA memory: %-28s %+8.1f MB", step, ((double)*last - (double)f) / 1048576.0);
+    *last = f;
+}
+
 static zci_status prepare_ctx(cu_ctx *c)
 {
     const zci_graph *g = c->g;
@@ -457,16 +483,28 @@ static zci_status prepare_ctx(cu_ctx *c)
         const zci_node *n = &g->nodes[g->order[p]];
         if (can_alias(g, n)) c->alias[n->out[0]] = n->in[0];
     }
+    size_t mem = 0;
+    log_memory(c, "start", &mem);
     ZCI_TRY(check_nodes(c));
+    ZCI_TRY(cu_decide_layout(c));
     ZCI_TRY(create_handles(c));
+    log_memory(c, "streams and library handles", &mem);
     ZCI_TRY(upload_constants(c));
+    log_memory(c, "constants", &mem);
     ZCI_TRY(plan_io(c));
+    log_memory(c, "input/output buffers", &mem);
+    ZCI_TRY(cu_plan_layout(c));
+    log_memory(c, "layout conversions", &mem);
     ZCI_TRY(plan_memory(c));
+    log_memory(c, "activation arena", &mem);
     cu_resolve_views(c);
     ZCI_TRY(prepare_nodes(c));
+    log_memory(c, "node state", &mem);
     ZCI_TRY(alloc_workspace(c));
+    log_memory(c, "workspace", &mem);
     warm_threads(c);
     ZCI_TRY(warm_up_and_capture(c));
+    log_memory(c, "warm-up run and CUDA graph", &mem);
     return ZCI_OK;
 }
 
@@ -518,6 +556,10 @@ const zci_backend_iface zci_cuda_backend_iface = {
     /* .own_buffer = */ cu_backend_own_buffer,
     /* .synchronize = */ cu_backend_synchronize,
     /* .release = */ cuda_release,
+    /* .describe_device = */ cu_backend_describe_device,
+    /* .export_blob = */ NULL, /* algorithms come from cuDNN's heuristics: nothing to keep */
+    /* .prepare_with_blob = */ NULL,
+    /* .copy_own_buffer = */ cu_backend_copy_own_buffer,
 };
 
 const zci_backend_iface *zci_cuda_backend(void) { return &zci_cuda_backend_iface; }

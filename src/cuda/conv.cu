@@ -20,6 +20,8 @@ namespace {
 constexpr size_t kMaxWorkspace = (size_t)32 << 20;
 
 struct conv_state {
+    int nhwc;             /* x, y in NHWC and the weights reordered to KRSC */
+    void *w_krsc;         /* the reordered weights (NHWC), a cu_malloc allocation */
     cudnnTensorDescriptor_t x, y;
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
@@ -28,7 +30,7 @@ struct conv_state {
     float *bias;          /* float32 on the device (also in FP16 sessions), or NULL */
     int act;
     float alpha, beta;
-    int sum;              /* tensor index of the residual, or -1 */
+    int sum;              /* input number of the residual, or -1 */
     int sum_first;
     uint32_t inner;       /* spatial elements per channel */
     uint32_t channels;
@@ -83,6 +85,57 @@ __global__ void k_epilogue_half2(__half2 *__restrict__ y, const float *__restric
         v.y += s.y;
     }
     y[i] = __floats2half2_rn(v.x, v.y);
+}
+
+/* NHWC: the channel of element i is i % C; two halves at a time when C is even. */
+__global__ void k_epilogue_nhwc_half2(__half2 *__restrict__ y, const float *__restrict__ bias,
+                                      const __half2 *__restrict__ sum, uint32_t n2, uint32_t channels, int act,
+                                      float alpha, float beta, int sum_first)
+{
+    uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n2) return;
+    float2 v = __half22float2(y[i]);
+    if (bias) {
+        uint32_t ch = (2 * i) % channels;
+        v.x += bias[ch];
+        v.y += bias[ch + 1];
+    }
+    float2 s = sum ? __half22float2(sum[i]) : make_float2(0.f, 0.f);
+    if (sum_first) {
+        v.x += s.x;
+        v.y += s.y;
+    }
+    v.x = activate(act, v.x, alpha, beta);
+    v.y = activate(act, v.y, alpha, beta);
+    if (!sum_first) {
+        v.x += s.x;
+        v.y += s.y;
+    }
+    y[i] = __floats2half2_rn(v.x, v.y);
+}
+
+/* The weights (M, C/g, R, S) reordered to (M, R, S, cp) in the device type, uploaded; channels
+ * C/g..cp-1 (padding, see layout.c) are zero. */
+zci_status upload_krsc(cu_ctx *c, int wt, int64_t cp, void **out)
+{
+    const zci_tensor *w = &c->g->tensors[wt];
+    const int64_t M = w->dims[0], C = w->dims[1], R = w->dims[2], S = w->dims[3];
+    const size_t es = cu_esize(c, wt), n = (size_t)(M * cp * R * S);
+    char *host = (char *)zci_calloc(n * es + 1, 1, "reordered weights");
+    if (!host) return ZCI_OUT_OF_MEMORY;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t ch = 0; ch < C; ch++)
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t q = 0; q < S; q++) {
+                    size_t src = (size_t)(((m * C + ch) * R + r) * S + q), dst = (size_t)(((m * R + r) * S + q) * cp + ch);
+                    float v = w->dtype == ZCI_FLOAT16 ? zci_f16_to_f32(((const uint16_t *)w->data)[src])
+                                                      : ((const float *)w->data)[src];
+                    if (es == 2) ((uint16_t *)host)[dst] = zci_f32_to_f16(v);
+                    else ((float *)host)[dst] = v;
+                }
+    zci_status st = cu_upload(c, host, n * es, w->name, out);
+    free(host);
+    return st;
 }
 
 cudnnDataType_t data_type(zci_dtype t) { return t == ZCI_FLOAT16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT; }
@@ -143,7 +196,7 @@ zci_status choose_algo(cu_ctx *c, const zci_node *n, conv_state *s, cudnnMathTyp
             limit = 0;
         }
         cudnnStatus_t e = cudnnFindConvolutionForwardAlgorithmEx(
-            c->cudnn, s->x, c->ptr[n->in[0]], s->w, c->ptr[n->in[1]], s->conv, s->y, c->ptr[n->out[0]],
+            c->cudnn, s->x, cu_in(c, n, 0), s->w, s->w_krsc ? s->w_krsc : cu_in(c, n, 1), s->conv, s->y, c->ptr[n->out[0]],
             CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf, ws, limit);
         if (ws) cudaFree(ws);
         if (e != CUDNN_STATUS_SUCCESS) return cu_cudnn_error(e, "cudnnFindConvolutionForwardAlgorithmEx");
@@ -193,12 +246,27 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
     CUDNN_TRY(cudnnCreateTensorDescriptor(&s->y));
     CUDNN_TRY(cudnnCreateFilterDescriptor(&s->w));
     CUDNN_TRY(cudnnCreateConvolutionDescriptor(&s->conv));
-    int nd = cudnn_dims(x, nsp, dims, strides);
-    CUDNN_TRY(cudnnSetTensorNdDescriptor(s->x, dt, nd, dims, strides));
-    nd = cudnn_dims(y, nsp, dims, strides);
-    CUDNN_TRY(cudnnSetTensorNdDescriptor(s->y, dt, nd, dims, strides));
-    nd = cudnn_dims(w, nsp, dims, strides);
-    CUDNN_TRY(cudnnSetFilterNdDescriptor(s->w, dt, CUDNN_TENSOR_NCHW, nd, dims));
+    s->nhwc = cu_nhwc(c, n);
+    if (s->nhwc) {
+        /* layout.c runs only 2-D convolutions with constant weights in NHWC; an input read from a
+         * channel-padded copy has more (zero) channels, and the weights get as many */
+        const int xc = (cu_node_of(c, n)->alt_in & 1) && c->alt_c[n->in[0]] ? c->alt_c[n->in[0]] : (int)x->dims[1];
+        const int wc = xc == (int)x->dims[1] ? (int)w->dims[1] : xc;
+        CUDNN_TRY(cudnnSetTensor4dDescriptor(s->x, CUDNN_TENSOR_NHWC, dt, (int)x->dims[0], xc, (int)x->dims[2],
+                                             (int)x->dims[3]));
+        CUDNN_TRY(cudnnSetTensor4dDescriptor(s->y, CUDNN_TENSOR_NHWC, dt, (int)y->dims[0], (int)y->dims[1],
+                                             (int)y->dims[2], (int)y->dims[3]));
+        CUDNN_TRY(cudnnSetFilter4dDescriptor(s->w, dt, CUDNN_TENSOR_NHWC, (int)w->dims[0], wc, (int)w->dims[2],
+                                             (int)w->dims[3]));
+        ZCI_TRY(upload_krsc(c, n->in[1], wc, &s->w_krsc));
+    } else {
+        int nd = cudnn_dims(x, nsp, dims, strides);
+        CUDNN_TRY(cudnnSetTensorNdDescriptor(s->x, dt, nd, dims, strides));
+        nd = cudnn_dims(y, nsp, dims, strides);
+        CUDNN_TRY(cudnnSetTensorNdDescriptor(s->y, dt, nd, dims, strides));
+        nd = cudnn_dims(w, nsp, dims, strides);
+        CUDNN_TRY(cudnnSetFilterNdDescriptor(s->w, dt, CUDNN_TENSOR_NCHW, nd, dims));
+    }
     int pads[3], cstrides[3], dil[3], k = 0;
     if (nsp == 1) {
         pads[k] = 0;
@@ -222,7 +290,7 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
     s->act = p->activation;
     s->alpha = p->act_alpha;
     s->beta = p->act_beta;
-    s->sum = p->sum_input >= 0 ? n->in[p->sum_input] : -1;
+    s->sum = p->sum_input; /* the node's input number */
     s->sum_first = p->sum_first;
     int64_t inner = 1;
     for (int d = 2; d < y->ndim; d++) inner *= y->dims[d];
@@ -260,10 +328,27 @@ extern "C" zci_status cu_conv_launch(cu_ctx *c, const zci_node *n, void *state, 
     if (!count) return ZCI_OK;
     const float one = 1.f, zero = 0.f;
     void *y = c->ptr[yt];
-    CUDNN_TRY(cudnnConvolutionForward(c->cudnn, &one, s->x, c->ptr[n->in[0]], s->w, c->ptr[n->in[1]], s->conv, s->algo,
-                                      c->workspace, s->ws, &zero, s->y, y));
+    CUDNN_TRY(cudnnConvolutionForward(c->cudnn, &one, s->x, cu_in(c, n, 0), s->w, s->w_krsc ? s->w_krsc : cu_in(c, n, 1),
+                                      s->conv, s->algo, c->workspace, s->ws, &zero, s->y, y));
     if (!s->epilogue) return ZCI_OK;
-    const void *sum = s->sum >= 0 ? c->ptr[s->sum] : NULL;
+    const void *sum = s->sum >= 0 ? cu_in(c, n, s->sum) : NULL;
+    if (s->nhwc) {
+        /* channel of element i: i % C */
+        if (c->dt[yt] == ZCI_FLOAT16 && (s->channels & 1) == 0 && ((uintptr_t)y & 3) == 0 && ((uintptr_t)sum & 3) == 0)
+            k_epilogue_nhwc_half2<<<blocks_for(count / 2), kThreads, 0, stream>>>(
+                (__half2 *)y, s->bias, (const __half2 *)sum, count / 2, s->channels, s->act, s->alpha, s->beta,
+                s->sum_first);
+        else if (c->dt[yt] == ZCI_FLOAT16)
+            k_epilogue<__half><<<blocks_for(count), kThreads, 0, stream>>>((__half *)y, s->bias, (const __half *)sum, count,
+                                                                          1, s->channels, s->act, s->alpha, s->beta,
+                                                                          s->sum_first);
+        else
+            k_epilogue<float><<<blocks_for(count), kThreads, 0, stream>>>((float *)y, s->bias, (const float *)sum, count, 1,
+                                                                         s->channels, s->act, s->alpha, s->beta,
+                                                                         s->sum_first);
+        CU_LAUNCHED("conv epilogue");
+        return ZCI_OK;
+    }
     if (c->dt[yt] == ZCI_FLOAT16) {
         if ((s->inner & 1) == 0 && ((uintptr_t)y & 3) == 0 && ((uintptr_t)sum & 3) == 0)
             k_epilogue_half2<<<blocks_for(count / 2), kThreads, 0, stream>>>((__half2 *)y, s->bias, (const __half2 *)sum,

@@ -19,6 +19,10 @@ int zci_cuda_uses_graph(const zci_session *s);
  * time on the session's stream, waiting after each, and calls visit(user, node index) after each
  * node (while its inputs and outputs are still in place); a nonzero return stops the walk. */
 zci_status zci_cuda_debug_run(zci_session *s, int (*visit)(void *user, int node), void *user);
+/* GPU time of each planned node: the body is captured with timing events between the nodes and
+ * replayed `iters` times; node_ms[node index] receives the median (nodes not planned are left
+ * alone). */
+zci_status zci_cuda_profile(zci_session *s, int iters, double *node_ms);
 /* Copies tensor t's device contents into `host` in the graph's type (half data of a float tensor
  * converted to float). `bytes` must be the tensor's byte size in the graph's type. */
 zci_status zci_cuda_read_tensor(zci_session *s, int t, void *host, size_t bytes);

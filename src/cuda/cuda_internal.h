@@ -30,6 +30,7 @@ typedef struct cu_op {
     zci_status (*prepare)(cu_ctx *c, const zci_node *n, void **state);
     zci_status (*launch)(cu_ctx *c, const zci_node *n, void *state, cudaStream_t stream);
     void (*release)(void *state);
+    int nhwc; /* 1: also runs with its 4-D tensors in NHWC (layout.c decides per node) */
 } cu_op;
 
 /* The table's row for n's op type, or NULL. */
@@ -38,6 +39,8 @@ const cu_op *cu_op_find(const char *type);
 typedef struct cu_node {
     const cu_op *op; /* NULL for aliased views (nothing to launch) and dead nodes */
     void *state;
+    int nhwc;        /* runs in NHWC: its non-trivial 4-D tensors are read and written in NHWC */
+    uint64_t alt_in; /* bit k: input k is read from the tensor's other-layout copy (c->alt) */
 } cu_node;
 
 /* The backend context (session->be_ctx). Tensors are indexed as in the graph. */
@@ -55,6 +58,10 @@ struct cu_ctx {
 
     void **ptr;              /* per tensor: device buffer (NULL: none, e.g. dead) */
     zci_dtype *dt;           /* per tensor: element type on the device */
+    unsigned char *lay;      /* per tensor: layout of ptr: CU_NCHW (also every non-4-D tensor) or CU_NHWC */
+    void **alt;              /* per tensor: a copy in the other layout for the readers that need it, or NULL */
+    unsigned char *need_alt; /* per tensor: some reader needs the other layout (layout.c) */
+    int *alt_c;              /* per tensor: channels of an NHWC copy padded with zeros, or 0 */
     int *alias;              /* per tensor: tensor whose storage a view shares, or -1 */
     cu_node *nodes;          /* per graph node */
 
@@ -86,6 +93,47 @@ struct cu_ctx {
     int ran;                 /* done has been recorded at least once */
     cudaEvent_t chunk_ev[16]; /* regular path: D2H chunks the host may copy out */
 };
+
+/* ---- layouts (layout.c) ----
+ * In FP16 sessions the 4-D activations between convolutions live in NHWC, where cuDNN's tensor
+ * core kernels read and write them directly (in NCHW it transposes around each convolution).
+ * Each node runs in one layout (cu_node.nhwc); a tensor whose readers need the other layout gets
+ * a converted copy (alt) made right after it is produced. A 4-D tensor with one channel or one
+ * pixel has the same bytes in both layouts and is never converted. */
+enum { CU_NCHW = 0, CU_NHWC = 1 };
+
+/* 1 for a 4-D tensor whose NCHW and NHWC layouts differ. */
+int cu_layout_matters(const zci_tensor *t);
+/* Decides every node's layout and every tensor's (before anything is uploaded). */
+zci_status cu_decide_layout(cu_ctx *c);
+/* Allocates the converted copies (and converts the constants that need one, once). */
+zci_status cu_plan_layout(cu_ctx *c);
+/* 1 if constant t is read only as the weights of NHWC convolutions, which upload their own
+ * reordered copy: its NCHW copy need not be uploaded. */
+int cu_weights_only(const cu_ctx *c, int t);
+/* Queues the node at execution position p, then the conversions of its outputs. */
+zci_status cu_launch_node(cu_ctx *c, int p, cudaStream_t stream);
+/* Queues the conversions of model inputs and constants (the start of a run's body). */
+zci_status cu_launch_prologue(cu_ctx *c, cudaStream_t stream);
+
+static inline const cu_node *cu_node_of(const cu_ctx *c, const zci_node *n) { return &c->nodes[n - c->g->nodes]; }
+/* The buffer node n reads for input k, in the layout the node runs in. */
+static inline void *cu_in(const cu_ctx *c, const zci_node *n, int k)
+{
+    int t = n->in[k];
+    if (t < 0) return NULL;
+    return k < 64 && (cu_node_of(c, n)->alt_in >> k & 1) ? c->alt[t] : c->ptr[t];
+}
+/* 1 if what cu_in(c, n, k) returns is in NHWC. */
+static inline int cu_in_nhwc(const cu_ctx *c, const zci_node *n, int k)
+{
+    int t = n->in[k];
+    return t >= 0 && (c->lay[t] ^ (int)(k < 64 && (cu_node_of(c, n)->alt_in >> k & 1)));
+}
+/* 1 if node n runs in NHWC. */
+static inline int cu_nhwc(const cu_ctx *c, const zci_node *n) { return cu_node_of(c, n)->nhwc; }
+/* Physical dims of 4-D tensor t in layout `nhwc` (N, H, W, C), else its dims as they are. */
+void cu_physical_dims(const zci_tensor *t, int nhwc, int64_t *dims);
 
 /* ---- errors ---- */
 
@@ -159,6 +207,10 @@ zci_status cu_strided_copy(const void *x, void *y, const cu_gather_plan *p, size
  * copies it there: the plan for cu_strided_copy. */
 void cu_broadcast_plan(const zci_tensor *in, const zci_tensor *out, cu_gather_plan *p);
 
+/* y (N, H, W, cp) = x (N, C, H, W) with channels C..cp-1 zero, for elements of `esize` bytes. */
+zci_status cu_nchw_to_nhwc_pad(const void *x, void *y, int64_t n, int64_t c, int64_t hw, int64_t cp, size_t esize,
+                               cudaStream_t s);
+
 /* ---- running (run.c) ---- */
 
 /* Queues every planned node on `stream` (the library handles are pointed at it first). */
@@ -168,6 +220,8 @@ void cu_resolve_views(cu_ctx *c);
 zci_status cu_backend_run(zci_session *s, const zci_run_args *args);
 zci_status cu_backend_own_buffer(zci_session *s, int is_output, int index, void **ptr);
 zci_status cu_backend_synchronize(zci_session *s, void *stream);
+zci_status cu_backend_copy_own_buffer(zci_session *s, int is_output, int index, void *host, size_t bytes, void *stream);
+zci_status cu_backend_describe_device(const zci_options *opts, zci_device_desc *desc);
 
 #ifdef __cplusplus
 }

@@ -49,7 +49,6 @@ int find_op(const char *type)
     return -1;
 }
 
-bool is_binary(int op) { return op <= EW_GT; }
 bool is_compare(int op) { return op >= EW_EQ && op <= EW_GT; }
 bool is_unary(int op) { return op >= EW_SQRT && op <= EW_ERF; }
 /* Unary ops that are defined on integers too. */
@@ -68,21 +67,37 @@ struct bplan {
     int flat; /* nd <= 1: offsets are i * stride */
 };
 
-/* Plans operands `ins` (shapes) against output shape `out`; false if more than kMaxNd dims remain. */
-bool plan_broadcast(const zci_tensor *const *ins, int nin, const zci_tensor *out, bplan *p)
+/* Plans operands `ins` (shapes; in_nhwc[k]: operand k is a 4-D tensor stored in NHWC) against
+ * output shape `out` (stored in NHWC when out_nhwc): the loop runs over the output's memory order;
+ * false if more than kMaxNd dims remain. */
+bool plan_broadcast(const zci_tensor *const *ins, const int *in_nhwc, int nin, const zci_tensor *out, int out_nhwc,
+                    bplan *p)
 {
     int nd = out->ndim;
-    int64_t dims[ZCI_MAX_DIMS], st[kMaxIn][ZCI_MAX_DIMS];
-    for (int d = 0; d < nd; d++) dims[d] = out->dims[d];
+    int64_t ldims[ZCI_MAX_DIMS], lst[kMaxIn][ZCI_MAX_DIMS], dims[ZCI_MAX_DIMS], st[kMaxIn][ZCI_MAX_DIMS];
+    for (int d = 0; d < nd; d++) ldims[d] = out->dims[d];
     for (int k = 0; k < nin; k++) {
         const zci_tensor *x = ins[k];
+        if (in_nhwc[k] && x->ndim == 4 && nd == 4) {
+            const int64_t C = x->dims[1], H = x->dims[2], W = x->dims[3];
+            const int64_t nhwc[4] = {H * W * C, 1, W * C, C};
+            for (int d = 0; d < 4; d++) lst[k][d] = x->dims[d] == 1 ? 0 : nhwc[d];
+            continue;
+        }
         int64_t s = 1;
         for (int d = nd - 1; d >= 0; d--) {
             int xd = d - (nd - x->ndim);
             int64_t len = xd >= 0 ? x->dims[xd] : 1;
-            st[k][d] = len == 1 ? 0 : s;
+            lst[k][d] = len == 1 ? 0 : s;
             s *= len;
         }
+    }
+    /* the output's memory order: N, H, W, C for NHWC */
+    static const int nhwc_order[4] = {0, 2, 3, 1};
+    for (int d = 0; d < nd; d++) {
+        int src = out_nhwc && nd == 4 ? nhwc_order[d] : d;
+        dims[d] = ldims[src];
+        for (int k = 0; k < nin; k++) st[k][d] = lst[k][src];
     }
     /* drop size-1 dims, then merge neighbours */
     int m = 0;
@@ -360,7 +375,7 @@ constexpr int kMaxSteps = 8;
 /* One launch: y = a op b (binary, compare), y = where(cond=a, b, c), y = copy(b), or unary. */
 struct step {
     int op;
-    int a, b, cc;  /* tensor indices; -1 = none; -2 = the node's output (Max/Min chains) */
+    int a, b, cc;  /* the node's input numbers; -1 = none; -2 = the node's output (Max/Min chains) */
     bplan plan;
 };
 
@@ -426,9 +441,12 @@ zci_status build(const cu_ctx *c, const zci_node *n, ew_state *s)
     if (s->op < 0) return zci_error(ZCI_INTERNAL, "not an element-wise op");
     const int y = n->out[0];
     const zci_tensor *out = &g->tensors[y];
-    for (int k = 0; k < n->n_in; k++)
-        if (n->in[k] < 0 && !(s->op == EW_CLIP && k > 0))
-            return zci_error(ZCI_UNSUPPORTED, "input %d is omitted", k);
+    const int out_nhwc = c->lay ? c->lay[y] == CU_NHWC : 0;
+    int in_nhwc[kMaxIn] = {0, 0, 0};
+    for (int k = 0; k < n->n_in; k++) {
+        if (n->in[k] < 0 && !(s->op == EW_CLIP && k > 0)) return zci_error(ZCI_UNSUPPORTED, "input %d is omitted", k);
+        if (k < kMaxIn && c->lay) in_nhwc[k] = cu_in_nhwc(c, n, k);
+    }
     if (s->op == EW_CAST || is_unary(s->op)) {
         zci_dtype t = c->dt[n->in[0]];
         if (s->op != EW_CAST) {
@@ -438,7 +456,7 @@ zci_status build(const cu_ctx *c, const zci_node *n, ew_state *s)
         }
         s->nsteps = 1;
         s->steps[0].op = s->op;
-        s->steps[0].a = n->in[0];
+        s->steps[0].a = 0;
         return ZCI_OK;
     }
     if (s->op == EW_WHERE) {
@@ -448,8 +466,8 @@ zci_status build(const cu_ctx *c, const zci_node *n, ew_state *s)
                              zci_dtype_name(c->dt[y]));
         const zci_tensor *ins[3] = {ZCI_IN(g, n, 0), ZCI_IN(g, n, 1), ZCI_IN(g, n, 2)};
         s->nsteps = 1;
-        s->steps[0] = step{EW_WHERE, n->in[0], n->in[1], n->in[2], {}};
-        if (!plan_broadcast(ins, 3, out, &s->steps[0].plan))
+        s->steps[0] = step{EW_WHERE, 0, 1, 2, {}};
+        if (!plan_broadcast(ins, in_nhwc, 3, out, out_nhwc, &s->steps[0].plan))
             return zci_error(ZCI_UNSUPPORTED, "broadcast over more than %d dimensions", kMaxNd);
         return ZCI_OK;
     }
@@ -463,24 +481,26 @@ zci_status build(const cu_ctx *c, const zci_node *n, ew_state *s)
     if (n->n_in == 2) {
         const zci_tensor *ins[2] = {ZCI_IN(g, n, 0), ZCI_IN(g, n, 1)};
         s->nsteps = 1;
-        s->steps[0] = step{s->op, n->in[0], n->in[1], -1, {}};
-        if (!plan_broadcast(ins, 2, out, &s->steps[0].plan))
+        s->steps[0] = step{s->op, 0, 1, -1, {}};
+        if (!plan_broadcast(ins, in_nhwc, 2, out, out_nhwc, &s->steps[0].plan))
             return zci_error(ZCI_UNSUPPORTED, "broadcast over more than %d dimensions", kMaxNd);
         return ZCI_OK;
     }
     if ((s->op != EW_MAX && s->op != EW_MIN) || n->n_in < 1 || n->n_in > kMaxSteps)
         return zci_error(ZCI_UNSUPPORTED, "%s with %d inputs", n->op_type, n->n_in);
-    /* y = copy(x0); y = y op x_k: every step on the output's shape */
-    const zci_tensor *first[1] = {ZCI_IN(g, n, 0)};
-    s->steps[0] = step{EW_COPY, -1, n->in[0], -1, {}};
-    const zci_tensor *pair0[2] = {out, first[0]};
-    if (!plan_broadcast(pair0, 2, out, &s->steps[0].plan))
+    /* y = copy(x0); y = y op x_k: every step on the output's shape (variadic Max/Min run in NCHW:
+     * their inputs need not share a layout) */
+    s->steps[0] = step{EW_COPY, -1, 0, -1, {}};
+    const zci_tensor *pair0[2] = {out, ZCI_IN(g, n, 0)};
+    int lay0[2] = {out_nhwc, in_nhwc[0]};
+    if (!plan_broadcast(pair0, lay0, 2, out, out_nhwc, &s->steps[0].plan))
         return zci_error(ZCI_UNSUPPORTED, "broadcast over more than %d dimensions", kMaxNd);
     s->nsteps = n->n_in;
     for (int k = 1; k < n->n_in; k++) {
         const zci_tensor *pair[2] = {out, ZCI_IN(g, n, k)};
-        s->steps[k] = step{s->op, -2, n->in[k], -1, {}};
-        if (!plan_broadcast(pair, 2, out, &s->steps[k].plan))
+        int lay[2] = {out_nhwc, k < kMaxIn ? in_nhwc[k] : (c->lay && cu_in_nhwc(c, n, k))};
+        s->steps[k] = step{s->op, -2, k, -1, {}};
+        if (!plan_broadcast(pair, lay, 2, out, out_nhwc, &s->steps[k].plan))
             return zci_error(ZCI_UNSUPPORTED, "broadcast over more than %d dimensions", kMaxNd);
     }
     return ZCI_OK;
@@ -599,14 +619,14 @@ extern "C" zci_status cu_ew_launch(cu_ctx *c, const zci_node *n, void *state, cu
     void *yp = c->ptr[y];
     const int64_t count = cu_numel(c, y);
     if (count == 0) return ZCI_OK;
-    if (s->op == EW_CAST) return cu_convert(c->ptr[n->in[0]], c->dt[n->in[0]], yp, c->dt[y], count, st);
-    if (is_unary(s->op)) return launch_unary(c->dt[y], c->ptr[n->in[0]], yp, count, s->op, s->alpha, s->beta, st);
+    if (s->op == EW_CAST) return cu_convert(cu_in(c, n, 0), c->dt[n->in[0]], yp, c->dt[y], count, st);
+    if (is_unary(s->op)) return launch_unary(c->dt[y], cu_in(c, n, 0), yp, count, s->op, s->alpha, s->beta, st);
     for (int k = 0; k < s->nsteps; k++) {
         const step &p = s->steps[k];
-        const void *a = p.a == -2 ? yp : p.a >= 0 ? c->ptr[p.a] : NULL;
-        const void *b = p.b >= 0 ? c->ptr[p.b] : NULL;
+        const void *a = p.a == -2 ? yp : p.a >= 0 ? cu_in(c, n, p.a) : NULL;
+        const void *b = p.b >= 0 ? cu_in(c, n, p.b) : NULL;
         if (p.op == EW_WHERE) {
-            ZCI_TRY(launch_select(a, b, c->ptr[p.cc], yp, p.plan, cu_esize(c, y), st));
+            ZCI_TRY(launch_select(a, b, cu_in(c, n, p.cc), yp, p.plan, cu_esize(c, y), st));
         } else if (p.op == EW_COPY) {
             /* operand 1 of the plan is the source; the select kernel with no condition copies it */
             ZCI_TRY(launch_select(NULL, b, b, yp, p.plan, cu_esize(c, y), st));

@@ -135,7 +135,7 @@ zci_status build_gemm(const cu_ctx *c, const zci_node *n, mm_state *s)
     s->N = s->trans_b ? b->dims[0] : b->dims[1];
     s->batch = 1;
     s->stride_c = s->M * s->N;
-    s->c_input = n->n_in > 2 && n->in[2] >= 0 && s->beta != 0.f ? n->in[2] : -1;
+    s->c_input = n->n_in > 2 && n->in[2] >= 0 && s->beta != 0.f ? n->in[2] : -1; /* read as input 2 */
     if (s->c_input >= 0) cu_broadcast_plan(&g->tensors[s->c_input], y, &s->c_plan);
     return ZCI_OK;
 }
@@ -177,11 +177,11 @@ extern "C" zci_status cu_mm_launch(cu_ctx *c, const zci_node *n, void *state, cu
     const int yt = n->out[0];
     if (!cu_numel(c, yt)) return ZCI_OK;
     const size_t es = cu_esize(c, yt);
-    const char *A = (const char *)c->ptr[n->in[0]], *B = (const char *)c->ptr[n->in[1]];
+    const char *A = (const char *)cu_in(c, n, 0), *B = (const char *)cu_in(c, n, 1);
     char *C = (char *)c->ptr[yt];
     float beta = 0.f;
     if (s->c_input >= 0) {
-        ZCI_TRY(cu_strided_copy(c->ptr[s->c_input], C, &s->c_plan, es, st));
+        ZCI_TRY(cu_strided_copy(cu_in(c, n, 2), C, &s->c_plan, es, st));
         beta = s->beta;
     }
     if (s->K == 0 && s->c_input < 0) {

@@ -170,6 +170,12 @@ zci_status build(const cu_ctx *c, const zci_node *n, red_state *s)
     if (!strcmp(n->op_type, "GlobalAveragePool") || !strcmp(n->op_type, "GlobalMaxPool")) {
         if (x->ndim < 3) return zci_error(ZCI_UNSUPPORTED, "%s of rank %d", n->op_type, x->ndim);
         s->kind = n->op_type[6] == 'A' ? RED_MEAN : RED_MAX;
+        if (c->lay && cu_in_nhwc(c, n, 0)) { /* NHWC: reduce the pixels of each (n, c) column */
+            s->outer = (uint32_t)x->dims[0];
+            s->len = (uint32_t)prod(x->dims, 2, x->ndim);
+            s->inner = (uint32_t)x->dims[1];
+            return ZCI_OK;
+        }
         s->outer = (uint32_t)prod(x->dims, 0, 2);
         s->len = (uint32_t)prod(x->dims, 2, x->ndim);
         s->inner = 1;
@@ -235,7 +241,7 @@ extern "C" zci_status cu_reduce_launch(cu_ctx *c, const zci_node *n, void *state
 {
     const red_state *s = (const red_state *)state;
     if (!s->outer || !s->inner || !cu_numel(c, n->out[0])) return ZCI_OK;
-    const void *x = c->ptr[n->in[0]];
+    const void *x = cu_in(c, n, 0);
     void *y = c->ptr[n->out[0]];
     if (s->len == 1 && s->kind != RED_SOFTMAX) {
         CU_TRY(cudaMemcpyAsync(y, x, (size_t)cu_numel(c, n->out[0]) * cu_esize(c, n->out[0]), cudaMemcpyDeviceToDevice, st));
@@ -333,7 +339,7 @@ extern "C" zci_status cu_bn_prepare(cu_ctx *c, const zci_node *n, void **state)
             s->channels = (uint32_t)ch;
             int64_t inner = 1;
             for (int d = 2; d < x->ndim; d++) inner *= x->dims[d];
-            s->inner = (uint32_t)inner;
+            s->inner = cu_in_nhwc(c, n, 0) ? 1 : (uint32_t)inner; /* NHWC: the channel is i % C */
         }
     }
     free(v);
@@ -351,7 +357,7 @@ extern "C" zci_status cu_bn_launch(cu_ctx *c, const zci_node *n, void *state, cu
     const bn_state *s = (const bn_state *)state;
     uint32_t count = (uint32_t)cu_numel(c, n->out[0]);
     if (!count) return ZCI_OK;
-    const void *x = c->ptr[n->in[0]];
+    const void *x = cu_in(c, n, 0);
     void *y = c->ptr[n->out[0]];
     if (c->dt[n->in[0]] == ZCI_FLOAT16)
         k_channel_affine<__half><<<blocks_for(count), kThreads, 0, st>>>((const __half *)x, (__half *)y, s->scale, s->shift,

@@ -14,6 +14,8 @@ namespace {
 
 struct pool_geo {
     uint32_t planes;       /* N * C */
+    uint32_t channels;     /* C */
+    int nhwc;              /* x and y in NHWC */
     uint32_t ih, iw, oh, ow;
     int kh, kw, sh, sw, dh, dw, ph, pw, ph_end, pw_end;
     int is_max, include_pad;
@@ -24,8 +26,25 @@ template <typename T> __global__ void k_pool(const T *__restrict__ x, T *__restr
     uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
     uint32_t total = g.planes * g.oh * g.ow;
     if (i >= total) return;
-    uint32_t ox = i % g.ow, r = i / g.ow, oy = r % g.oh, plane = r / g.oh;
-    const T *src = x + (size_t)plane * g.ih * g.iw;
+    uint32_t ox, oy, r;
+    size_t base;        /* offset of the (n, c) plane's first pixel */
+    uint32_t step = 1;  /* elements between neighbouring pixels */
+    if (g.nhwc) {
+        uint32_t ch = i % g.channels;
+        r = i / g.channels;
+        ox = r % g.ow;
+        r /= g.ow;
+        oy = r % g.oh;
+        uint32_t nb = r / g.oh;
+        base = (size_t)nb * g.ih * g.iw * g.channels + ch;
+        step = g.channels;
+    } else {
+        ox = i % g.ow;
+        r = i / g.ow;
+        oy = r % g.oh;
+        base = (size_t)(r / g.oh) * g.ih * g.iw;
+    }
+    const T *src = x + base;
     int y0 = (int)oy * g.sh - g.ph, x0 = (int)ox * g.sw - g.pw;
     if (g.is_max) {
         float m = -INFINITY;
@@ -35,7 +54,7 @@ template <typename T> __global__ void k_pool(const T *__restrict__ x, T *__restr
             for (int kx = 0; kx < g.kw; kx++) {
                 int xx = x0 + kx * g.dw;
                 if (xx < 0 || xx >= (int)g.iw) continue;
-                float v = to_f<T>(src[yy * g.iw + xx]);
+                float v = to_f<T>(src[(size_t)(yy * g.iw + xx) * step]);
                 m = v > m || v != v ? v : m;
             }
         }
@@ -47,7 +66,7 @@ template <typename T> __global__ void k_pool(const T *__restrict__ x, T *__restr
     int ya = max(y0, 0), xa = max(x0, 0), yb = min(y1, (int)g.ih), xb = min(x1, (int)g.iw);
     float s = 0.f;
     for (int yy = ya; yy < yb; yy++)
-        for (int xx = xa; xx < xb; xx++) s += to_f<T>(src[yy * g.iw + xx]);
+        for (int xx = xa; xx < xb; xx++) s += to_f<T>(src[(size_t)(yy * g.iw + xx) * step]);
     int count = g.include_pad ? padded : (yb - ya) * (xb - xa);
     y[i] = from_f<T>(count > 0 ? s / (float)count : 0.f);
 }
@@ -66,6 +85,8 @@ zci_status build(const cu_ctx *c, const zci_node *n, pool_geo *g)
     g->is_max = !strcmp(n->op_type, "MaxPool");
     g->include_pad = p->count_include_pad;
     g->planes = (uint32_t)(p->batch * p->channels);
+    g->channels = (uint32_t)p->channels;
+    g->nhwc = c->lay && cu_in_nhwc(c, n, 0);
     const int two = p->w.nsp == 2;
     /* a 1-D window is a 2-D one of height 1 */
     g->ih = two ? (uint32_t)p->w.in[0] : 1;
@@ -113,7 +134,7 @@ extern "C" zci_status cu_pool_launch(cu_ctx *c, const zci_node *n, void *state, 
     const pool_geo *g = (const pool_geo *)state;
     int64_t total = (int64_t)g->planes * g->oh * g->ow;
     if (!total) return ZCI_OK;
-    const void *x = c->ptr[n->in[0]];
+    const void *x = cu_in(c, n, 0);
     void *y = c->ptr[n->out[0]];
     if (c->dt[n->in[0]] == ZCI_FLOAT16)
         k_pool<__half><<<blocks_for(total), kThreads, 0, st>>>((const __half *)x, (__half *)y, *g);

@@ -12,6 +12,7 @@
  * only half the bytes cross PCIe and no conversion kernel runs. The call ends with a wait on the
  * stream.
  * Runs queued on different streams are ordered through an event: they share the arena. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__F16C__)
@@ -28,14 +29,9 @@ zci_status cu_run_nodes(cu_ctx *c, cudaStream_t stream)
 {
     const zci_graph *g = c->g;
     CUDNN_TRY(cudnnSetStream(c->cudnn, stream));
-    CUBLAS_TRY(cublasSetStream(c->cublas, stream));
-    for (int p = 0; p < g->n_order; p++) {
-        int ni = g->order[p];
-        cu_node *cn = &c->nodes[ni];
-        if (!cn->op) continue;
-        zci_status st = cn->op->launch(c, &g->nodes[ni], cn->state, stream);
-        if (st != ZCI_OK) return zci_error_prefix(st, "%s", zci_node_desc(g, &g->nodes[ni]));
-    }
+    if (c->cublas) CUBLAS_TRY(cublasSetStream(c->cublas, stream));
+    ZCI_TRY(cu_launch_prologue(c, stream));
+    for (int p = 0; p < g->n_order; p++) ZCI_TRY(cu_launch_node(c, p, stream));
     return ZCI_OK;
 }
 
@@ -93,8 +89,8 @@ static zci_status pointer_type(const void *p, enum cudaMemoryType *type, int *de
 
 static zci_status check_device_ptr(const cu_ctx *c, const void *p, int is_out, const char *name)
 {
-    enum cudaMemoryType type;
-    int device;
+    enum cudaMemoryType type = cudaMemoryTypeUnregistered;
+    int device = -1;
     ZCI_TRY(pointer_type(p, &type, &device));
     if (type == cudaMemoryTypeManaged) return ZCI_OK;
     if (type != cudaMemoryTypeDevice)
@@ -110,8 +106,8 @@ static zci_status check_device_ptr(const cu_ctx *c, const void *p, int is_out, c
 
 static zci_status check_host_ptr(const void *p, int is_out, const char *name, host_kind *kind)
 {
-    enum cudaMemoryType type;
-    int device;
+    enum cudaMemoryType type = cudaMemoryTypeUnregistered;
+    int device = -1;
     ZCI_TRY(pointer_type(p, &type, &device));
     if (type == cudaMemoryTypeDevice)
         return zci_error(ZCI_INVALID_ARGUMENT,
@@ -456,6 +452,45 @@ zci_status cu_backend_synchronize(zci_session *s, void *stream)
     return ZCI_OK;
 }
 
+zci_status cu_backend_copy_own_buffer(zci_session *s, int is_output, int index, void *host, size_t bytes, void *stream)
+{
+    cu_ctx *c = s->be_ctx;
+    device_guard gd;
+    ZCI_TRY(enter_device(c, &gd));
+    cudaStream_t st = pick_stream(c, stream);
+    /* after the last run, whichever stream it went to: it reads the input, writes the output */
+    zci_status r = order_after_last(c, st);
+    if (r == ZCI_OK) {
+        cudaError_t e = is_output ? cudaMemcpyAsync(host, c->out_buf[index], bytes, cudaMemcpyDeviceToHost, st)
+                                  : cudaMemcpyAsync(c->in_buf[index], host, bytes, cudaMemcpyHostToDevice, st);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+        if (e != cudaSuccess) r = cu_cuda_error(e, is_output ? "cudaMemcpyAsync (output buffer)" : "cudaMemcpyAsync (input buffer)");
+    }
+    leave_device(c, &gd);
+    return r;
+}
+
+zci_status cu_backend_describe_device(const zci_options *opts, zci_device_desc *desc)
+{
+    memset(desc, 0, sizeof *desc);
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return zci_error(ZCI_NO_DEVICE, "no usable CUDA device: %s", cudaGetErrorString(e));
+    }
+    if (opts->device_id < 0 || opts->device_id >= count)
+        return zci_error(ZCI_NO_DEVICE, "CUDA device %d does not exist (%d found)", opts->device_id, count);
+    struct cudaDeviceProp prop;
+    CU_TRY(cudaGetDeviceProperties(&prop, opts->device_id));
+    desc->compute_capability = prop.major * 10 + prop.minor;
+    desc->cuda_version = CUDART_VERSION;
+    desc->cudnn_version = (int)cudnnGetVersion();
+    memcpy(desc->name, prop.name, sizeof desc->name - 1); /* both NUL-padded; the name is short */
+    desc->name[sizeof desc->name - 1] = 0;
+    return ZCI_OK;
+}
+
 /* ---------------------------------------------------------------- test hooks */
 
 int zci_cuda_is_session(const zci_session *s) { return s && s->be == zci_cuda_backend() && s->be_ctx; }
@@ -482,17 +517,14 @@ zci_status zci_cuda_debug_run(zci_session *s, int (*visit)(void *user, int node)
     for (int i = 0; r == ZCI_OK && i < s->n_in; i++) r = input_edge(c, i, c->in_buf[i], st);
     if (r == ZCI_OK) {
         cudnnStatus_t e1 = cudnnSetStream(c->cudnn, st);
-        cublasStatus_t e2 = cublasSetStream(c->cublas, st);
+        cublasStatus_t e2 = c->cublas ? cublasSetStream(c->cublas, st) : CUBLAS_STATUS_SUCCESS;
         if (e1 != CUDNN_STATUS_SUCCESS) r = cu_cudnn_error(e1, "cudnnSetStream");
         else if (e2 != CUBLAS_STATUS_SUCCESS) r = cu_cublas_error(e2, "cublasSetStream");
     }
+    if (r == ZCI_OK) r = cu_launch_prologue(c, st);
     for (int p = 0; r == ZCI_OK && p < g->n_order; p++) {
         int ni = g->order[p];
-        cu_node *cn = &c->nodes[ni];
-        if (cn->op) {
-            r = cn->op->launch(c, &g->nodes[ni], cn->state, st);
-            if (r != ZCI_OK) r = zci_error_prefix(r, "%s", zci_node_desc(g, &g->nodes[ni]));
-        }
+        r = cu_launch_node(c, p, st);
         if (r == ZCI_OK) {
             cudaError_t e = cudaStreamSynchronize(st);
             if (e != cudaSuccess) r = zci_error_prefix(cu_cuda_error(e, "cudaStreamSynchronize"), "%s", zci_node_desc(g, &g->nodes[ni]));
@@ -505,6 +537,84 @@ zci_status zci_cuda_debug_run(zci_session *s, int (*visit)(void *user, int node)
         cudaError_t e = cudaStreamSynchronize(st);
         if (e != cudaSuccess) r = cu_cuda_error(e, "cudaStreamSynchronize");
     }
+    leave_device(c, &gd);
+    return r;
+}
+
+zci_status zci_cuda_profile(zci_session *s, int iters, double *node_ms)
+{
+    if (!zci_cuda_is_session(s)) return zci_error(ZCI_INVALID_ARGUMENT, "zci_cuda_profile: not a CUDA session");
+    cu_ctx *c = s->be_ctx;
+    const zci_graph *g = c->g;
+    device_guard gd;
+    ZCI_TRY(enter_device(c, &gd));
+    const int n = g->n_order;
+    cudaEvent_t *ev = zci_calloc((size_t)n + 1, sizeof *ev, "profile events");
+    double *samples = zci_calloc((size_t)(n + 1) * (size_t)(iters > 0 ? iters : 1), sizeof *samples, "profile");
+    zci_status r = ev && samples ? ZCI_OK : ZCI_OUT_OF_MEMORY;
+    for (int i = 0; r == ZCI_OK && i <= n; i++) {
+        cudaError_t e = cudaEventCreate(&ev[i]);
+        if (e != cudaSuccess) r = cu_cuda_error(e, "cudaEventCreate");
+    }
+    /* the body captured with an event between nodes: replayed, the kernels run back to back as
+     * in the session's own graph, and each pair of events brackets one node */
+    cudaStream_t st = c->own_stream;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    if (r == ZCI_OK) r = order_after_last(c, st);
+    if (r == ZCI_OK) {
+        cudaError_t e = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
+        if (e != cudaSuccess) r = cu_cuda_error(e, "cudaStreamBeginCapture");
+    }
+    if (r == ZCI_OK) {
+        if (cudnnSetStream(c->cudnn, st) != CUDNN_STATUS_SUCCESS ||
+            (c->cublas && cublasSetStream(c->cublas, st) != CUBLAS_STATUS_SUCCESS))
+            r = zci_error(ZCI_DEVICE_ERROR, "cannot set the library streams");
+        if (r == ZCI_OK) r = cu_launch_prologue(c, st);
+        for (int p = 0; r == ZCI_OK && p < n; p++) {
+            cudaError_t e = cudaEventRecordWithFlags(ev[p], st, cudaEventRecordExternal);
+            if (e != cudaSuccess) r = cu_cuda_error(e, "cudaEventRecordWithFlags");
+            if (r == ZCI_OK) r = cu_launch_node(c, p, st);
+        }
+        if (r == ZCI_OK) {
+            cudaError_t e = cudaEventRecordWithFlags(ev[n], st, cudaEventRecordExternal);
+            if (e != cudaSuccess) r = cu_cuda_error(e, "cudaEventRecordWithFlags");
+        }
+        cudaError_t e = cudaStreamEndCapture(st, &graph);
+        if (r == ZCI_OK && e != cudaSuccess) r = cu_cuda_error(e, "cudaStreamEndCapture");
+    }
+    if (r == ZCI_OK) {
+        cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+        if (e != cudaSuccess) r = cu_cuda_error(e, "cudaGraphInstantiate");
+    }
+    for (int it = 0; r == ZCI_OK && it < iters; it++) {
+        cudaError_t e = cudaGraphLaunch(exec, st);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+        if (e != cudaSuccess) r = cu_cuda_error(e, "profile run");
+        for (int p = 0; r == ZCI_OK && p < n; p++) {
+            float ms = 0;
+            cudaEventElapsedTime(&ms, ev[p], ev[p + 1]);
+            samples[(size_t)p * iters + it] = ms;
+        }
+    }
+    /* per node: the median over the runs */
+    for (int p = 0; r == ZCI_OK && p < n; p++) {
+        double *v = samples + (size_t)p * iters;
+        for (int i = 1; i < iters; i++)
+            for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+                double t = v[j];
+                v[j] = v[j - 1];
+                v[j - 1] = t;
+            }
+        node_ms[g->order[p]] = iters > 0 ? v[iters / 2] : 0;
+    }
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    for (int i = 0; ev && i <= n; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    free(ev);
+    free(samples);
+    if (r == ZCI_OK) r = mark_done(c, st);
     leave_device(c, &gd);
     return r;
 }
@@ -532,6 +642,18 @@ zci_status zci_cuda_read_tensor(zci_session *s, int t, void *host, size_t bytes)
     }
     if (st == ZCI_OK && tmp != host) xform_range(host, tmp, 0, (size_t)n, XF_F16_TO_F32);
     if (tmp != host) free(tmp);
+    if (st == ZCI_OK && c->lay[t] == CU_NHWC) { /* to NCHW, in place through a copy */
+        size_t es = zci_dtype_size(x->dtype);
+        char *copy = zci_malloc(bytes ? bytes : 1, "tensor copy");
+        if (!copy) st = ZCI_OUT_OF_MEMORY;
+        const int64_t N = x->dims[0], C = x->dims[1], HW = x->dims[2] * x->dims[3];
+        for (int64_t i = 0; st == ZCI_OK && i < N; i++)
+            for (int64_t p = 0; p < HW; p++)
+                for (int64_t ch = 0; ch < C; ch++)
+                    memcpy(copy + ((i * C + ch) * HW + p) * es, (char *)host + ((i * HW + p) * C + ch) * es, es);
+        if (copy && st == ZCI_OK) memcpy(host, copy, bytes);
+        free(copy);
+    }
     leave_device(c, &gd);
     return st;
 }

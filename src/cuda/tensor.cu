@@ -76,8 +76,36 @@ template <typename E> __global__ void k_transpose_tiled(const E *__restrict__ x,
     }
 }
 
+/* One warp per output row when the innermost dimension is contiguous in the input: the row's
+ * offset is computed once instead of per element (YOLO heads slice rows of 85 into 2 + 2 + 81). */
+template <typename E> __global__ void k_strided_rows(const E *__restrict__ x, E *__restrict__ y, gplan32 p, uint32_t rows)
+{
+    const uint32_t warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (warp >= rows) return;
+    const uint32_t len = p.dims[p.nd - 1];
+    uint32_t r = warp;
+    int32_t off = p.offset;
+    for (int d = p.nd - 2; d >= 0; d--) {
+        uint32_t c = r % p.dims[d];
+        r /= p.dims[d];
+        off += (int32_t)c * p.stride[d];
+    }
+    const E *src = x + off;
+    E *dst = y + (size_t)warp * len;
+    for (uint32_t j = lane; j < len; j += 32) dst[j] = src[j];
+}
+
+/* The warp-per-row kernels pay off with many rows of moderate length; a few long rows (an NCHW
+ * tensor is one row per image) would leave most of the GPU idle. */
+constexpr uint32_t kMinRows = 1024, kMaxRowLen = 8192;
+
 template <typename E> void launch_strided(const void *x, void *y, const gplan32 &p, cudaStream_t s)
 {
+    const uint32_t len = p.nd ? p.dims[p.nd - 1] : 1, rows = p.n / (len ? len : 1);
+    if (p.nd >= 2 && p.stride[p.nd - 1] == 1 && len >= 16 && len <= kMaxRowLen && rows >= kMinRows) {
+        k_strided_rows<E><<<blocks_for((int64_t)rows * 32), kThreads, 0, s>>>((const E *)x, (E *)y, p, rows);
+        return;
+    }
     k_strided<E><<<blocks_for(p.n), kThreads, 0, s>>>((const E *)x, (E *)y, p);
 }
 
@@ -192,6 +220,35 @@ extern "C" void cu_broadcast_plan(const zci_tensor *in, const zci_tensor *out, c
         s *= len;
     }
     cu_gather_simplify(p);
+}
+
+namespace {
+
+template <typename E>
+__global__ void k_nchw_to_nhwc_pad(const E *__restrict__ x, E *__restrict__ y, uint32_t total, uint32_t c, uint32_t hw,
+                                   uint32_t cp)
+{
+    uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    uint32_t ch = i % cp, r = i / cp, pix = r % hw, nb = r / hw;
+    y[i] = ch < c ? x[((size_t)nb * c + ch) * hw + pix] : E(0);
+}
+
+} // namespace
+
+extern "C" zci_status cu_nchw_to_nhwc_pad(const void *x, void *y, int64_t n, int64_t c, int64_t hw, int64_t cp, size_t es,
+                                          cudaStream_t s)
+{
+    int64_t total = n * hw * cp;
+    if (!total) return ZCI_OK;
+    unsigned nb = blocks_for(total);
+    switch (es) {
+    case 2: k_nchw_to_nhwc_pad<uint16_t><<<nb, kThreads, 0, s>>>((const uint16_t *)x, (uint16_t *)y, (uint32_t)total, (uint32_t)c, (uint32_t)hw, (uint32_t)cp); break;
+    case 4: k_nchw_to_nhwc_pad<uint32_t><<<nb, kThreads, 0, s>>>((const uint32_t *)x, (uint32_t *)y, (uint32_t)total, (uint32_t)c, (uint32_t)hw, (uint32_t)cp); break;
+    default: return zci_error(ZCI_INTERNAL, "channel padding of %zu-byte elements", es);
+    }
+    CU_LAUNCHED("channel padding");
+    return ZCI_OK;
 }
 
 /* ---------------------------------------------------------------- Slice, Transpose, Expand */
@@ -329,15 +386,15 @@ extern "C" zci_status cu_copy_prepare(cu_ctx *c, const zci_node *n, void **state
 
 extern "C" zci_status cu_copy_launch(cu_ctx *c, const zci_node *n, void *state, cudaStream_t s)
 {
-    return cu_strided_copy(c->ptr[n->in[0]], c->ptr[n->out[0]], (const cu_gather_plan *)state, cu_esize(c, n->out[0]), s);
+    return cu_strided_copy(cu_in(c, n, 0), c->ptr[n->out[0]], (const cu_gather_plan *)state, cu_esize(c, n->out[0]), s);
 }
 
 /* A view that must copy (its output is a model output): the bytes, unchanged. */
 extern "C" zci_status cu_view_launch(cu_ctx *c, const zci_node *n, void *state, cudaStream_t s)
 {
     size_t bytes = (size_t)cu_numel(c, n->out[0]) * cu_esize(c, n->out[0]);
-    if (bytes && c->ptr[n->out[0]] != c->ptr[n->in[0]])
-        CU_TRY(cudaMemcpyAsync(c->ptr[n->out[0]], c->ptr[n->in[0]], bytes, cudaMemcpyDeviceToDevice, s));
+    if (bytes && c->ptr[n->out[0]] != cu_in(c, n, 0))
+        CU_TRY(cudaMemcpyAsync(c->ptr[n->out[0]], cu_in(c, n, 0), bytes, cudaMemcpyDeviceToDevice, s));
     return ZCI_OK;
 }
 
@@ -370,6 +427,30 @@ template <typename E> __global__ void k_parts(E *big, parts p, int split)
     else big[i] = part[idx];
 }
 
+/* One warp per row of the big tensor when rows are long: no division per element, and each lane
+ * walks the parts in order. */
+template <typename E> __global__ void k_parts_rows(E *big, parts p, int split)
+{
+    const uint32_t warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (warp >= p.outer) return;
+    E *row = big + (size_t)warp * p.row;
+    int k = 0;
+    for (uint32_t j = lane; j < p.row; j += 32) {
+        while (k + 1 < p.n && j >= p.off[k + 1]) k++;
+        E *part = (E *)p.ptr[k];
+        size_t idx = (size_t)warp * p.len[k] + (j - p.off[k]);
+        if (split) part[idx] = row[j];
+        else row[j] = part[idx];
+    }
+}
+
+template <typename E> void launch_parts(void *big, const parts &p, int split, cudaStream_t s)
+{
+    if (p.row >= 32 && p.row <= kMaxRowLen && p.outer >= kMinRows)
+        k_parts_rows<E><<<blocks_for((int64_t)p.outer * 32), kThreads, 0, s>>>((E *)big, p, split);
+    else k_parts<E><<<blocks_for((int64_t)p.outer * p.row), kThreads, 0, s>>>((E *)big, p, split);
+}
+
 /* Widest element (up to 16 bytes) that divides every size, offset and pointer. */
 size_t vector_width(const parts &p, size_t es, const void *big)
 {
@@ -381,11 +462,12 @@ size_t vector_width(const parts &p, size_t es, const void *big)
 }
 
 struct parts_state {
-    int axis;
+    int axis;  /* in memory order (NHWC: the channel axis is the last) */
+    int nhwc;
     int split;
 };
 
-int parts_axis(const cu_ctx *c, const zci_node *n, int *axis)
+zci_status parts_axis(const cu_ctx *c, const zci_node *n, int *axis)
 {
     zci_status st = ZCI_OK;
     int split = !strcmp(n->op_type, "Split");
@@ -406,14 +488,13 @@ zci_status launch_parts_group(const cu_ctx *c, void *big, int es, parts p, int s
             p.len[k] /= f;
         }
     }
-    unsigned nb = blocks_for((int64_t)p.outer * p.row);
-    if (!nb) return ZCI_OK;
+    if (!p.outer || !p.row) return ZCI_OK;
     switch (w) {
-    case 16: k_parts<uint4><<<nb, kThreads, 0, s>>>((uint4 *)big, p, split); break;
-    case 8: k_parts<uint2><<<nb, kThreads, 0, s>>>((uint2 *)big, p, split); break;
-    case 4: k_parts<uint32_t><<<nb, kThreads, 0, s>>>((uint32_t *)big, p, split); break;
-    case 2: k_parts<uint16_t><<<nb, kThreads, 0, s>>>((uint16_t *)big, p, split); break;
-    default: k_parts<uint8_t><<<nb, kThreads, 0, s>>>((uint8_t *)big, p, split); break;
+    case 16: launch_parts<uint4>(big, p, split, s); break;
+    case 8: launch_parts<uint2>(big, p, split, s); break;
+    case 4: launch_parts<uint32_t>(big, p, split, s); break;
+    case 2: launch_parts<uint16_t>(big, p, split, s); break;
+    default: launch_parts<uint8_t>(big, p, split, s); break;
     }
     CU_LAUNCHED("concat/split");
     return ZCI_OK;
@@ -444,6 +525,12 @@ extern "C" zci_status cu_parts_prepare(cu_ctx *c, const zci_node *n, void **stat
         return st;
     }
     p->split = !strcmp(n->op_type, "Split");
+    const zci_tensor *big = p->split ? ZCI_IN(c->g, n, 0) : ZCI_OUT(c->g, n, 0);
+    p->nhwc = cu_nhwc(c, n) && big->ndim == 4;
+    if (p->nhwc) {
+        static const int physical[4] = {0, 3, 1, 2}; /* logical N, C, H, W -> position in N, H, W, C */
+        p->axis = physical[p->axis];
+    }
     *state = p;
     return ZCI_OK;
 }
@@ -455,23 +542,26 @@ extern "C" zci_status cu_parts_launch(cu_ctx *c, const zci_node *n, void *state,
     const int big_t = ps->split ? n->in[0] : n->out[0];
     const zci_tensor *big = &g->tensors[big_t];
     const int es = (int)cu_esize(c, big_t);
+    int64_t bdims[ZCI_MAX_DIMS], pdims[ZCI_MAX_DIMS];
+    cu_physical_dims(big, ps->nhwc, bdims);
     int64_t outer = 1, inner = 1;
-    for (int d = 0; d < ps->axis; d++) outer *= big->dims[d];
-    for (int d = ps->axis + 1; d < big->ndim; d++) inner *= big->dims[d];
+    for (int d = 0; d < ps->axis; d++) outer *= bdims[d];
+    for (int d = ps->axis + 1; d < big->ndim; d++) inner *= bdims[d];
     if (outer == 0 || inner == 0) return ZCI_OK;
     const int nparts = ps->split ? n->n_out : n->n_in;
     parts p;
     memset(&p, 0, sizeof p);
     p.outer = (uint32_t)outer;
-    p.row = (uint32_t)(big->dims[ps->axis] * inner);
+    p.row = (uint32_t)(bdims[ps->axis] * inner);
     uint32_t off = 0;
     for (int k = 0; k < nparts; k++) {
         int t = ps->split ? n->out[k] : n->in[k];
-        uint32_t len = t >= 0 ? (uint32_t)(g->tensors[t].dims[ps->axis] * inner) : 0;
+        if (t >= 0) cu_physical_dims(&g->tensors[t], ps->nhwc, pdims);
+        uint32_t len = t >= 0 ? (uint32_t)(pdims[ps->axis] * inner) : 0;
         if (t >= 0 && len) {
             p.off[p.n] = off;
             p.len[p.n] = len;
-            p.ptr[p.n] = c->ptr[t];
+            p.ptr[p.n] = ps->split ? c->ptr[t] : cu_in(c, n, k);
             p.n++;
         }
         off += len;
@@ -499,7 +589,7 @@ extern "C" zci_status cu_parts_launch(cu_ctx *c, const zci_node *n, void *state,
             }
             memset(&p, 0, sizeof p);
             p.outer = (uint32_t)outer;
-            p.row = (uint32_t)(big->dims[ps->axis] * inner);
+            p.row = (uint32_t)(bdims[ps->axis] * inner);
         }
     }
     return ZCI_OK;
@@ -570,7 +660,7 @@ extern "C" zci_status cu_gather_launch(cu_ctx *c, const zci_node *n, void *state
     for (int d = p->axis + 1; d < x->ndim; d++) inner *= x->dims[d];
     uint32_t n_out = (uint32_t)cu_numel(c, n->out[0]), nidx = (uint32_t)cu_numel(c, n->in[1]);
     if (!n_out || !inner || !nidx) return ZCI_OK;
-    const void *xp = c->ptr[n->in[0]], *ip = c->ptr[n->in[1]];
+    const void *xp = cu_in(c, n, 0), *ip = cu_in(c, n, 1);
     void *yp = c->ptr[n->out[0]];
     zci_dtype it = c->dt[n->in[1]];
     uint32_t ad = (uint32_t)x->dims[p->axis];

@@ -83,12 +83,16 @@ static uint32_t get_count(rbuf *r, size_t min_item)
     return n;
 }
 
+/* The engine's name for rebuild commands: its path, or a placeholder for one loaded from
+ * memory. */
+static const char *engine_name(const char *source) { return *source == '<' ? "MODEL.zce" : source; }
+
 static zci_status corrupt(const rbuf *r, const char *what)
 {
     return zci_error(ZCI_INVALID_MODEL,
                      "engine file '%s' is inconsistent (%s, near byte %zu); rebuild it with "
                      "`zcinfer build MODEL.onnx -o %s`",
-                     r->source, what, (size_t)(r->p - r->base), r->source);
+                     r->source, what, (size_t)(r->p - r->base), engine_name(r->source));
 }
 
 #define CHECK_READ(r, what)                                                                        \
@@ -179,10 +183,11 @@ static void rebuild_cmd(const header *h, const char *engine, int device, char *b
 {
     int dev = device >= 0 ? device : (int)h->device;
     int pos = snprintf(buf, n, "zcinfer build %s -o %s", h->built_from && *h->built_from ? h->built_from : "MODEL.onnx",
-                       engine);
+                       engine_name(engine));
     if (pos < 0 || (size_t)pos >= n) return;
     snprintf(buf + pos, n - (size_t)pos, "%s%s%s%s", dev == ZCI_DEVICE_CUDA ? " --device cuda" : "",
-             h->precision == ZCI_PRECISION_FP16 ? " --fp16" : "", h->fp16_io && dev == ZCI_DEVICE_CUDA ? " --fp16-io" : "",
+             h->precision == ZCI_PRECISION_FP16 ? " --fp16" : "",
+             h->fp16_io && dev == ZCI_DEVICE_CUDA ? " --fp16-io" : "",
              h->allow_tf32 && dev == ZCI_DEVICE_CUDA ? " --tf32" : "");
     if (h->batch != 1) {
         size_t len = strlen(buf);
@@ -241,7 +246,8 @@ static zci_status check_device(const header *h, const zci_options *opts, const c
         return zci_error(ZCI_UNSUPPORTED,
                          "engine file '%s' was planned for CUDA%s%s; this build of zcinfer has no CUDA support. "
                          "Build an engine for the CPU: %s",
-                         source, h->dev.compute_capability ? " on " : "", h->dev.compute_capability ? file_dev : "", cmd);
+                         source, h->dev.compute_capability ? " on " : "", h->dev.compute_capability ? file_dev : "",
+                         cmd);
     }
     if (!be->describe_device || !h->dev.compute_capability) return ZCI_OK;
     zci_device_desc here;
@@ -329,9 +335,10 @@ static zci_status read_tensors(rbuf *r, zci_graph *g)
     return ZCI_OK;
 }
 
-/* The graph's input (output) list: tensor numbers that exist; inputs of kind INPUT, each once
- * (every INPUT tensor must be bound by the caller), outputs marked as outputs. */
-static zci_status read_io(rbuf *r, zci_graph *g, int outputs, uint8_t *seen)
+/* The graph's input (output) list: tensor numbers that exist; inputs of kind INPUT, each once;
+ * and the lists must be complete: every INPUT tensor is bound by the caller and every tensor
+ * marked as an output is written to the caller's buffer (backends plan no memory for them). */
+static zci_status read_io(rbuf *r, zci_graph *g, int outputs, uint8_t *listed)
 {
     uint32_t n = get_count(r, 4);
     CHECK_READ(r, "input and output lists");
@@ -344,17 +351,23 @@ static zci_status read_io(rbuf *r, zci_graph *g, int outputs, uint8_t *seen)
         g->inputs = list;
         g->n_inputs = (int)n;
     }
+    uint8_t bit = outputs ? 2 : 1;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t t = get_u32(r);
         if (r->bad || t >= (uint32_t)g->n_tensors) return corrupt(r, "input and output lists");
         const zci_tensor *x = &g->tensors[t];
-        if (outputs ? !x->is_output : (x->kind != ZCI_TENSOR_INPUT || seen[t]++))
-            return corrupt(r, outputs ? "a graph output not marked as one" : "a graph input listed twice or not an input");
+        if (outputs ? !x->is_output : (x->kind != ZCI_TENSOR_INPUT || (listed[t] & bit)))
+            return corrupt(r, outputs ? "a graph output not marked as one"
+                                      : "a graph input listed twice or not an input");
+        listed[t] |= bit;
         list[i] = (int)t;
     }
-    if (!outputs)
-        for (int t = 0; t < g->n_tensors; t++)
-            if (g->tensors[t].kind == ZCI_TENSOR_INPUT && !seen[t]) return corrupt(r, "an input missing from the input list");
+    for (int t = 0; t < g->n_tensors; t++) {
+        const zci_tensor *x = &g->tensors[t];
+        if (outputs ? x->is_output && !(listed[t] & bit) : x->kind == ZCI_TENSOR_INPUT && !(listed[t] & bit))
+            return corrupt(r, outputs ? "a tensor marked as an output missing from the output list"
+                                      : "an input missing from the input list");
+    }
     return ZCI_OK;
 }
 
@@ -444,6 +457,8 @@ static zci_status read_node(rbuf *r, zci_graph *g)
     if (st != ZCI_OK) return st;
     zci_node *n = &g->nodes[idx];
     n->opset = opset;
+    /* every op has a first output (planning code reads out[0] unchecked) */
+    if (!n->n_out || n->out[0] < 0) return corrupt(r, "a node without a first output");
     uint32_t n_attrs = get_count(r, 8);
     CHECK_READ(r, "attribute count");
     if (!n_attrs) return ZCI_OK;
@@ -547,26 +562,28 @@ static zci_status read_graph(rbuf *r, zci_graph *g)
 
 /* ---------------------------------------------------------------- decode */
 
-static zci_status check_integrity(const uint8_t *b, size_t size, const char *source)
+static zci_status check_integrity(const uint8_t *b, size_t size, const char *source, int nthreads)
 {
     if (size < FIXED_HEADER + CHECKSUM)
         return zci_error(ZCI_INVALID_MODEL,
                          "engine file '%s' is truncated: %zu bytes is too short for an engine; rebuild it with "
                          "`zcinfer build MODEL.onnx -o %s`",
-                         source, size, source);
+                         source, size, engine_name(source));
     uint64_t stored, declared;
     memcpy(&stored, b + size - CHECKSUM, 8);
     memcpy(&declared, b + ZCI_ENGINE_MAGIC_SIZE + 8, 8);
-    if (zci_xxh64(b, size - CHECKSUM, 0) == stored) return ZCI_OK;
+    uint64_t sum;
+    ZCI_TRY(zci_engine_checksum(b, size - CHECKSUM, nthreads, &sum));
+    if (sum == stored) return ZCI_OK;
     if (declared != size)
         return zci_error(ZCI_INVALID_MODEL,
                          "engine file '%s' is truncated or damaged: it has %zu bytes, its header says %llu; rebuild "
                          "it with `zcinfer build MODEL.onnx -o %s`",
-                         source, size, (unsigned long long)declared, source);
+                         source, size, (unsigned long long)declared, engine_name(source));
     return zci_error(ZCI_INVALID_MODEL,
                      "engine file '%s' is damaged: its checksum does not match its contents (altered or corrupted "
                      "bytes); rebuild it with `zcinfer build MODEL.onnx -o %s`",
-                     source, source);
+                     source, engine_name(source));
 }
 
 static zci_status check_versions(const header *h, const char *source, size_t size)
@@ -578,7 +595,7 @@ static zci_status check_versions(const header *h, const char *source, size_t siz
         return zci_error(ZCI_UNSUPPORTED,
                          "engine file '%s' has format version %u (written by zcinfer %s); this zcinfer %s reads "
                          "format %d: rebuild it with `zcinfer build MODEL.onnx -o %s`",
-                         source, h->format, theirs, mine, ZCI_ENGINE_FORMAT, source);
+                         source, h->format, theirs, mine, ZCI_ENGINE_FORMAT, engine_name(source));
     if (h->file_size != size)
         return zci_error(ZCI_INVALID_MODEL, "engine file '%s' has %zu bytes, its header says %llu", source, size,
                          (unsigned long long)h->file_size);
@@ -603,7 +620,9 @@ zci_status zci_engine_decode(const void *data, size_t size, const char *source, 
     const uint8_t *b = data;
     if (!zci_engine_detect(data, size))
         return zci_error(ZCI_INVALID_MODEL, "'%s' is not an engine file (no engine magic)", source);
-    ZCI_TRY(check_integrity(b, size, source));
+    double t0 = zci_now();
+    ZCI_TRY(check_integrity(b, size, source, user_opts ? user_opts->num_threads : 0));
+    double t_sum = zci_now();
     rbuf r = {.base = b, .p = b, .end = b + size - CHECKSUM, .source = source};
     header h;
     memset(&h, 0, sizeof h);
@@ -614,6 +633,10 @@ zci_status zci_engine_decode(const void *data, size_t size, const char *source, 
             out->opts = *user_opts;
         else
             zci_options_init(&out->opts);
+        if (user_opts && (user_opts->device != (zci_device)h.device ||
+                          user_opts->precision != (zci_precision)h.precision || user_opts->batch != h.batch))
+            zci_log(out->opts.verbose, "engine '%s' fixes device, precision and batch: the options' are not used",
+                    source);
         out->opts.device = (zci_device)h.device;
         out->opts.precision = (zci_precision)h.precision;
         out->opts.batch = h.batch;
@@ -630,6 +653,7 @@ zci_status zci_engine_decode(const void *data, size_t size, const char *source, 
         if (!(out->g->source = zci_strdup(source))) st = ZCI_OUT_OF_MEMORY;
     }
     if (st == ZCI_OK) st = read_graph(&r, out->g);
+    double t_graph = zci_now();
     if (st == ZCI_OK) {
         uint64_t blob_size = get_u64(&r);
         const uint8_t *blob = take(&r, blob_size);
@@ -643,10 +667,12 @@ zci_status zci_engine_decode(const void *data, size_t size, const char *source, 
     if (st == ZCI_OK) {
         char theirs[32];
         version_str(h.version, theirs, sizeof theirs);
-        zci_log(out->opts.verbose, "engine '%s': built from '%s' by zcinfer %s for %s, %s, batch %lld%s%s", source,
-                h.built_from, theirs, h.device == ZCI_DEVICE_CUDA ? "CUDA" : "the CPU",
+        zci_log(out->opts.verbose,
+                "engine '%s': built from '%s' by zcinfer %s for %s, %s, batch %lld%s%s; checksum %.1f ms, "
+                "graph %.1f ms",
+                source, h.built_from, theirs, h.device == ZCI_DEVICE_CUDA ? "CUDA" : "the CPU",
                 h.precision == ZCI_PRECISION_FP16 ? "FP16" : "FP32", (long long)h.batch, *h.dev.name ? " on " : "",
-                h.dev.name);
+                h.dev.name, (t_sum - t0) * 1e3, (t_graph - t_sum) * 1e3);
     }
     free(h.built_from);
     if (st != ZCI_OK) zci_engine_loaded_free(out);

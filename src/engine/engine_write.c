@@ -1,5 +1,6 @@
 /* engine_write.c: writes engine files (the format is described in engine.h):
  * zci_session_save_engine, zci_build_engine and the encoder behind them. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -225,7 +226,8 @@ zci_status zci_engine_encode(zci_session *s, const char *source, void **data, si
     size_t reserve = 1 << 16;
     for (int t = 0; t < g->n_tensors; t++)
         if (g->tensors[t].kind == ZCI_TENSOR_CONSTANT) reserve += zci_tensor_bytes(&g->tensors[t]);
-    if (st == ZCI_OK && !(w.p = malloc(reserve))) st = zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate %zu bytes for the engine", reserve);
+    if (st == ZCI_OK && !(w.p = malloc(reserve)))
+        st = zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate %zu bytes for the engine", reserve);
     w.cap = w.p ? reserve : 0;
     if (st == ZCI_OK) st = put_header(&w, s, source ? source : g->source);
     if (st == ZCI_OK) {
@@ -249,9 +251,14 @@ zci_status zci_engine_encode(zci_session *s, const char *source, void **data, si
         if (blob) put(&w, blob, blob_size);
         uint64_t total = (uint64_t)w.len + 8;
         if (!w.oom) memcpy(w.p + ZCI_ENGINE_MAGIC_SIZE + 8, &total, 8);
-        uint64_t sum = w.oom ? 0 : zci_xxh64(w.p, w.len, 0);
+        uint64_t sum = 0;
+        if (w.oom)
+            st = zci_error(ZCI_OUT_OF_MEMORY, "out of memory while encoding the engine (%zu bytes so far)", w.len);
+        else
+            st = zci_engine_checksum(w.p, w.len, s->opts.num_threads, &sum);
         put_u64(&w, sum);
-        if (w.oom) st = zci_error(ZCI_OUT_OF_MEMORY, "out of memory while encoding the engine (%zu bytes so far)", w.len);
+        if (st == ZCI_OK && w.oom)
+            st = zci_error(ZCI_OUT_OF_MEMORY, "out of memory while encoding the engine (%zu bytes)", w.len);
     }
     free(blob);
     free(map);
@@ -277,12 +284,14 @@ static zci_status write_file_atomic(const char *path, const void *data, size_t s
     zci_status st = ZCI_OK;
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        st = zci_error(ZCI_IO, "cannot create '%s'", tmp);
+        st = zci_error(ZCI_IO, "cannot create '%s': %s", tmp, strerror(errno));
     } else {
         bool ok = fwrite(data, 1, size, f) == size;
         ok = fclose(f) == 0 && ok;
-        if (!ok) st = zci_error(ZCI_IO, "cannot write %zu bytes to '%s' (disk full?)", size, tmp);
-        else if (rename(tmp, path)) st = zci_error(ZCI_IO, "cannot rename '%s' to '%s'", tmp, path);
+        if (!ok)
+            st = zci_error(ZCI_IO, "cannot write %zu bytes to '%s': %s", size, tmp, strerror(errno));
+        else if (rename(tmp, path))
+            st = zci_error(ZCI_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
         if (st != ZCI_OK) remove(tmp);
     }
     free(tmp);
@@ -304,7 +313,8 @@ zci_status zci_session_save_engine(zci_session *s, const char *path)
 zci_status zci_build_engine(const char *onnx_path, const char *engine_path, const zci_options *opts)
 {
     if (!onnx_path || !engine_path)
-        return zci_error(ZCI_INVALID_ARGUMENT, "zci_build_engine: %s is NULL", !onnx_path ? "onnx_path" : "engine_path");
+        return zci_error(ZCI_INVALID_ARGUMENT, "zci_build_engine: %s is NULL",
+                         !onnx_path ? "onnx_path" : "engine_path");
     zci_session *s;
     ZCI_TRY(zci_session_create(onnx_path, opts, &s));
     zci_status st = zci_session_save_engine(s, engine_path);

@@ -12,7 +12,7 @@
  *    would be all overhead.
  * Without prepared state (constant folding) the kernel runs the built-in path unpacked.
  * Setting the environment variable ZCI_CPU_NO_DNNL=1 makes cpu_prepare skip oneDNN (to compare
- * the two paths; tests/conv_paths_test.c does). */
+ * the two paths; tests/ops_conv_kernels.c does). */
 #include "ops/conv.h"
 
 #include <math.h>
@@ -39,15 +39,15 @@ static const char *tname(const zci_tensor *t) { return t->name ? t->name : "?"; 
 static int64_t ceil_div64(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 static int64_t floor_div64(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
-/* Reads an INTS attribute of exactly `want` values, all >= min_value, into out; absent leaves
- * out as it is. */
+/* Reads an INTS attribute of exactly `want` values, all >= min_value, into out; absent (or
+ * empty, as some exporters write it) leaves out as it is. */
 static zci_status read_ints(const zci_node *n, const char *name, int want, int64_t min_value, int64_t *out)
 {
     zci_status st = ZCI_OK;
     int cnt = 0;
     const int64_t *v = zci_attr_ints(n, name, &cnt, &st);
     if (st != ZCI_OK) return zci_error(st, "attribute '%s' must be a list of ints", name);
-    if (!v) return ZCI_OK;
+    if (!v || cnt == 0) return ZCI_OK;
     if (cnt != want)
         return zci_error(ZCI_INVALID_MODEL, "attribute '%s' has %d values, expected %d", name, cnt, want);
     for (int i = 0; i < cnt; i++) {
@@ -524,7 +524,10 @@ typedef struct conv_state {
 #endif
     zci_packed_a *packed; /* per group, NULL when the weights are not constant or depthwise */
     int64_t n_packed;
-    void *workspace;      /* GEMM workspace for ws_threads threads */
+    /* scratch memory of a run: oneDNN's (blocked copies, scratchpad) or the GEMM's for
+     * ws_threads threads. Each Conv node holds its own: the CPU op interface has no workspace
+     * shared by the nodes of a session, which would need only the largest of them. */
+    void *workspace;
     int ws_threads;
 } conv_state;
 
@@ -588,7 +591,7 @@ static zci_status conv_cpu(const zci_kernel_ctx *k)
     float *y = ZCI_KOUT_DATA(k, 0);
     const conv_state *st = k->state;
 #ifdef ZCI_HAVE_DNNL
-    if (st && st->dnnl) return zci_dnnl_conv_run(st->dnnl, x, bias, sum, y);
+    if (st && st->dnnl) return zci_dnnl_conv_run(st->dnnl, x, bias, sum, y, st->workspace);
 #endif
     if (sum && sum == y) {
         /* the built-in epilogue reads the residual after the GEMM wrote the output: an in-place
@@ -641,7 +644,13 @@ static zci_status conv_prepare(const zci_graph *g, const zci_node *n, int nthrea
     if (!dnnl_disabled()) {
         st = zci_dnnl_conv_create(p, w, nthreads, &s->dnnl);
         if (st == ZCI_OK) {
-            zci_log(g->verbose, "%s: oneDNN %s", zci_node_desc(g, n), zci_dnnl_conv_impl(s->dnnl));
+            size_t bytes = zci_dnnl_conv_workspace_size(s->dnnl);
+            if (bytes && !(s->workspace = aligned_alloc(64, zci_align(bytes, 64)))) {
+                conv_release(s);
+                return zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate a %zu-byte Conv workspace", bytes);
+            }
+            zci_log(g->verbose, "%s: oneDNN %s, %.2f MB workspace", zci_node_desc(g, n), zci_dnnl_conv_impl(s->dnnl),
+                    bytes / 1048576.0);
             *state = s;
             return ZCI_OK;
         }

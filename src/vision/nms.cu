@@ -1,44 +1,43 @@
-/* nms.cu: YOLO decoding and class-aware NMS on the GPU, the classic way:
- *   1. decode: one thread per candidate; those above the threshold get a 64-bit sort key
- *      (score descending, then index ascending) and their box, score and class; the others
- *      the largest key;
- *   2. cub radix sort of the keys (only the bits in use), then a gather of the candidates in
- *      sorted order;
+/* nms.cu: YOLO decoding and class-aware NMS on the GPU, the classic bit-matrix way, in four
+ * kernels and no host round trip:
+ *   1. decode: one thread per candidate; those above the threshold are appended (one atomic
+ *      per warp) with a 64-bit key: score descending, then candidate index ascending;
+ *   2. rank: each appended candidate counts the keys smaller than its own (keys are unique)
+ *      and moves to that position: a deterministic sort in one launch, cheap for the few
+ *      hundred candidates a frame has and still bounded (~0.1 ms) when all 25,200 pass;
  *   3. the IoU bit matrix: for each pair of 64-candidate tiles (row tile <= column tile), 64
  *      threads each compute one row's 64 bits "this later box is suppressed by me";
- *   4. one block walks the tiles in order, keeping a candidate when no kept box suppresses
- *      it, OR-ing kept rows into the "removed" bits (in shared memory), and writing the first
- *      top_k kept boxes, mapped to the frame, and the counts.
- * The number of candidates is known only on the device, so kernels 3 and 4 read it there
- * (no host round trip); kernel 3 loops over the tiles it is given. Everything is allocated at
- * creation. The math is vision.h's, shared with the CPU version, so the sets are identical. */
+ *   4. one warp walks the tiles in order: a candidate is kept when no kept box suppressed it,
+ *      kept rows are OR-ed into the "removed" bits (in shared memory), and the first top_k
+ *      kept boxes, mapped to the frame, and the counts are written.
+ * The number of candidates is known only on the device, so kernels 2 to 4 read it there and
+ * loop over the work it implies. Everything is allocated at creation. The math is vision.h's,
+ * shared with the CPU version, so the sets are identical. */
 #include <stdio.h>
 
-#include <cub/cub.cuh>
 #include <cuda_runtime.h>
 
 #include "vision/vision.h"
 
 #define TILE 64
 #define DECODE_BLOCK 256
-#define REDUCE_BLOCK 256
+#define RANK_BLOCK 256
 #define MASK_GRID_X 16
 #define MASK_GRID_Y 64
+#define FULL_WARP 0xffffffffu
 
 struct zv_cuda_pp {
     int device;
     cudaStream_t stream;
     int max_tiles;                /* ceil(max_candidates / 64) */
-    uint64_t *keys_in, *keys_out; /* per candidate */
-    float4 *boxes, *sboxes;       /* per candidate index; in sorted order */
+    uint64_t *keys;               /* appended candidates */
+    float4 *boxes, *sboxes;       /* appended; in sorted order */
     float *scores, *sscores;
     int *cls, *scls;
     int *n_candidates;         /* the decode kernel's count */
     uint64_t *mask;            /* max_candidates x max_tiles words, row stride = tiles of the run */
     unsigned char *result;     /* zci_detect_counts, then max_detections zci_detection */
     unsigned char *host_result; /* pinned copy of result */
-    void *sort_temp;
-    size_t sort_temp_bytes;
     int last_top_k; /* detections the last run may have written; -1 before the first run */
     void *frame_buf; /* zci_detect's staging of host frames */
     size_t frame_cap;
@@ -78,36 +77,48 @@ __global__ void __launch_bounds__(DECODE_BLOCK)
     decode_kernel(const void *data, zv_yolo y, float thr, int index_bits, uint64_t *keys, float4 *boxes,
                   float *scores, int *cls, int *n_candidates)
 {
-    int i = blockIdx.x * DECODE_BLOCK + threadIdx.x;
-    int valid = 0;
-    if (i < y.n) {
-        float b[4], s;
-        int c;
-        valid = zv_decode(data, &y, i, thr, b, &s, &c);
-        if (valid) {
-            keys[i] = zv_sort_key(s, i, index_bits);
-            boxes[i] = make_float4(b[0], b[1], b[2], b[3]);
-            scores[i] = s;
-            cls[i] = c;
-        } else {
-            keys[i] = ~0ull;
-        }
-    }
-    /* one atomic per block instead of one per candidate: the worst case has every candidate */
-    int block_count = __syncthreads_count(valid);
-    if (threadIdx.x == 0 && block_count) atomicAdd(n_candidates, block_count);
+    int i = blockIdx.x * DECODE_BLOCK + threadIdx.x, lane = threadIdx.x & 31;
+    int valid = 0, c = 0;
+    float b[4], s = 0;
+    if (i < y.n) valid = zv_decode(data, &y, i, thr, b, &s, &c);
+    /* append: one atomic per warp; the order of the warps does not matter (rank sorts) */
+    unsigned m = __ballot_sync(FULL_WARP, valid);
+    if (!m) return;
+    int leader = __ffs(m) - 1, base = 0;
+    if (lane == leader) base = atomicAdd(n_candidates, __popc(m));
+    base = __shfl_sync(FULL_WARP, base, leader);
+    if (!valid) return;
+    int slot = base + __popc(m & ((1u << lane) - 1));
+    keys[slot] = zv_sort_key(s, i, index_bits);
+    boxes[slot] = make_float4(b[0], b[1], b[2], b[3]);
+    scores[slot] = s;
+    cls[slot] = c;
 }
 
-__global__ void __launch_bounds__(DECODE_BLOCK)
-    gather_kernel(const uint64_t *keys, const int *n_candidates, uint64_t index_mask, const float4 *boxes,
-                  const float *scores, const int *cls, float4 *sboxes, float *sscores, int *scls)
+__global__ void __launch_bounds__(RANK_BLOCK)
+    rank_kernel(const uint64_t *keys, const float4 *boxes, const float *scores, const int *cls,
+                const int *n_candidates, float4 *sboxes, float *sscores, int *scls)
 {
-    int i = blockIdx.x * DECODE_BLOCK + threadIdx.x;
-    if (i >= *n_candidates) return;
-    int k = (int)(keys[i] & index_mask);
-    sboxes[i] = boxes[k];
-    sscores[i] = scores[k];
-    scls[i] = cls[k];
+    __shared__ uint64_t tile[RANK_BLOCK];
+    int n = *n_candidates;
+    /* block-uniform loops: the barriers are safe */
+    for (int base = blockIdx.x * RANK_BLOCK; base < n; base += gridDim.x * RANK_BLOCK) {
+        int i = base + threadIdx.x, rank = 0;
+        uint64_t k = i < n ? keys[i] : ~0ull;
+        for (int t0 = 0; t0 < n; t0 += RANK_BLOCK) {
+            __syncthreads();
+            tile[threadIdx.x] = t0 + threadIdx.x < n ? keys[t0 + threadIdx.x] : ~0ull;
+            __syncthreads();
+            int m = min(RANK_BLOCK, n - t0);
+#pragma unroll 8
+            for (int j = 0; j < m; j++) rank += tile[j] < k;
+        }
+        if (i < n) {
+            sboxes[rank] = boxes[i];
+            sscores[rank] = scores[i];
+            scls[rank] = cls[i];
+        }
+    }
 }
 
 __global__ void __launch_bounds__(TILE)
@@ -141,53 +152,63 @@ __global__ void __launch_bounds__(TILE)
         }
 }
 
-__global__ void __launch_bounds__(REDUCE_BLOCK)
+/* Diagonal words (a tile's bits within itself) of tile t for this lane's two rows. */
+__device__ __forceinline__ void load_diag(const uint64_t *mask, int n, int tiles, int t, int lane, uint64_t *d0,
+                                          uint64_t *d1)
+{
+    int r0 = t * TILE + lane, r1 = r0 + 32;
+    *d0 = r0 < n ? mask[(size_t)r0 * (size_t)tiles + (size_t)t] : 0;
+    *d1 = r1 < n ? mask[(size_t)r1 * (size_t)tiles + (size_t)t] : 0;
+}
+
+/* One warp, warp-synchronous (no block barriers): the serial part of NMS is short per tile
+ * (only the candidates still standing are visited), and the next tile's diagonal words are
+ * loaded while the current one is processed. */
+__global__ void __launch_bounds__(32)
     reduce_kernel(const uint64_t *mask, const int *n_candidates, const float4 *sboxes, const float *sscores,
                   const int *scls, int top_k, zv_map map, unsigned char *result)
 {
     extern __shared__ uint64_t removed[]; /* one bit per candidate */
-    __shared__ uint64_t diag[TILE];
     __shared__ int keep[TILE];
-    __shared__ int n_keep;
-    int n = *n_candidates, tiles = (n + TILE - 1) / TILE, tid = threadIdx.x;
+    int n = *n_candidates, tiles = (n + TILE - 1) / TILE, lane = threadIdx.x;
     zci_detection *dets = (zci_detection *)(result + sizeof(zci_detect_counts));
-    for (int w = tid; w < tiles; w += REDUCE_BLOCK) removed[w] = 0;
+    for (int w = lane; w < tiles; w += 32) removed[w] = 0;
+    __syncwarp();
+    uint64_t d0 = 0, d1 = 0;
+    if (tiles > 0) load_diag(mask, n, tiles, 0, lane, &d0, &d1);
     int kept = 0;
     for (int t = 0; t < tiles; t++) {
+        uint64_t c0 = d0, c1 = d1;
+        if (t + 1 < tiles) load_diag(mask, n, tiles, t + 1, lane, &d0, &d1);
         int rows = min(TILE, n - t * TILE);
-        __syncthreads(); /* removed[] updates of the previous tile are done */
-        if (tid < TILE) diag[tid] = tid < rows ? mask[(size_t)(t * TILE + tid) * (size_t)tiles + (size_t)t] : 0;
-        __syncthreads();
-        if (tid == 0) {
-            /* greedy within the tile: only the candidates still standing are visited */
-            uint64_t valid = rows == TILE ? ~0ull : (1ull << rows) - 1;
-            uint64_t rem = removed[t], avail = ~rem & valid;
-            int nk = 0;
-            while (avail) {
-                int b = __ffsll((long long)avail) - 1;
-                keep[nk++] = t * TILE + b;
-                rem |= diag[b];
-                avail = ~rem & valid & ((~0ull << b) << 1);
+        uint64_t valid = rows == TILE ? ~0ull : (1ull << rows) - 1;
+        uint64_t rem = removed[t], avail = ~rem & valid;
+        int nk = 0;
+        while (avail) { /* the same on every lane */
+            int b = __ffsll((long long)avail) - 1;
+            uint64_t diag = __shfl_sync(FULL_WARP, b < 32 ? c0 : c1, b & 31);
+            if (lane == 0) keep[nk] = t * TILE + b;
+            nk++;
+            rem |= diag;
+            avail = ~rem & valid & ((~0ull << b) << 1);
+        }
+        __syncwarp();
+        for (int j = lane; j < nk; j += 32)
+            if (kept + j < top_k) {
+                int r = keep[j];
+                float4 bx = sboxes[r];
+                float box[4] = {bx.x, bx.y, bx.z, bx.w};
+                zv_emit(&map, box, sscores[r], scls[r], &dets[kept + j]);
             }
-            removed[t] = rem;
-            n_keep = nk;
-        }
-        __syncthreads();
-        int nk = n_keep;
-        if (tid < nk && kept + tid < top_k) {
-            int r = keep[tid];
-            float4 b = sboxes[r];
-            float box[4] = {b.x, b.y, b.z, b.w};
-            zv_emit(&map, box, sscores[r], scls[r], &dets[kept + tid]);
-        }
-        for (int w = t + 1 + tid; w < tiles; w += REDUCE_BLOCK) {
+        for (int w = t + 1 + lane; w < tiles; w += 32) {
             uint64_t acc = removed[w];
             for (int k = 0; k < nk; k++) acc |= mask[(size_t)keep[k] * (size_t)tiles + (size_t)w];
             removed[w] = acc;
         }
         kept += nk;
+        __syncwarp();
     }
-    if (tid == 0) {
+    if (lane == 0) {
         zci_detect_counts *c = (zci_detect_counts *)result;
         c->count = min(kept, top_k);
         c->candidates = n;
@@ -201,9 +222,8 @@ __global__ void __launch_bounds__(REDUCE_BLOCK)
 static void free_state(zv_cuda_pp *c)
 {
     if (c->stream) cudaStreamSynchronize(c->stream);
-    void *dev[] = {c->keys_in, c->keys_out, c->boxes,  c->sboxes, c->scores,    c->sscores,
-                   c->cls,     c->scls,     c->mask,   c->result, c->sort_temp, c->n_candidates,
-                   c->frame_buf};
+    void *dev[] = {c->keys, c->boxes, c->sboxes, c->scores,       c->sscores,  c->cls,
+                   c->scls, c->mask,  c->result, c->n_candidates, c->frame_buf};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i]) cudaFree(dev[i]);
     if (c->host_result) cudaFreeHost(c->host_result);
@@ -220,8 +240,7 @@ static zci_status create_state(zci_postprocessor *pp, zv_cuda_pp *c)
     c->max_tiles = (int)((n + TILE - 1) / TILE);
     c->last_top_k = -1;
     ZV_CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "creating its stream");
-    ZV_CUDA(alloc_n(&c->keys_in, n), "allocating candidates");
-    ZV_CUDA(alloc_n(&c->keys_out, n), "allocating candidates");
+    ZV_CUDA(alloc_n(&c->keys, n), "allocating candidates");
     ZV_CUDA(alloc_n(&c->boxes, n), "allocating candidates");
     ZV_CUDA(alloc_n(&c->sboxes, n), "allocating candidates");
     ZV_CUDA(alloc_n(&c->scores, n), "allocating candidates");
@@ -233,10 +252,6 @@ static zci_status create_state(zci_postprocessor *pp, zv_cuda_pp *c)
     size_t result_bytes = sizeof(zci_detect_counts) + (size_t)pp->max_detections * sizeof(zci_detection);
     ZV_CUDA(alloc_n((unsigned char **)&c->result, result_bytes), "allocating results");
     ZV_CUDA(cudaMallocHost((void **)&c->host_result, result_bytes), "allocating pinned results");
-    ZV_CUDA(cub::DeviceRadixSort::SortKeys(nullptr, c->sort_temp_bytes, c->keys_in, c->keys_out,
-                                           pp->max_candidates, 0, 64, c->stream),
-            "sizing the sort");
-    ZV_CUDA(cudaMalloc(&c->sort_temp, c->sort_temp_bytes ? c->sort_temp_bytes : 1), "allocating the sort");
     return ZCI_OK;
 }
 
@@ -293,33 +308,23 @@ zci_status zci_postprocess_cuda(zci_postprocessor *pp, const void *output, const
     ZCI_TRY(zv_cuda_check_device_ptr(output, "output", where));
     cudaStream_t s = stream ? (cudaStream_t)stream : c->stream;
     const void *img = (const char *)output + (size_t)batch_index * y.image_elems * (y.half ? 2 : 4);
-    int bits = zv_index_bits(y.n), end_bit = 32 + bits;
-
-    size_t need = 0;
-    ZV_CUDA(cub::DeviceRadixSort::SortKeys(nullptr, need, c->keys_in, c->keys_out, y.n, 0, end_bit, s),
-            "sizing the sort");
-    if (need > c->sort_temp_bytes)
-        return zci_error(ZCI_INTERNAL, "%s: the sort needs %zu bytes of scratch, %zu were reserved", where, need,
-                         c->sort_temp_bytes);
-
+    int bits = zv_index_bits(y.n);
     ZV_CUDA(cudaMemsetAsync(c->n_candidates, 0, sizeof(int), s), "clearing the counter");
     int blocks = (y.n + DECODE_BLOCK - 1) / DECODE_BLOCK;
-    decode_kernel<<<blocks, DECODE_BLOCK, 0, s>>>(img, y, params->score_threshold, bits, c->keys_in, c->boxes,
+    decode_kernel<<<blocks, DECODE_BLOCK, 0, s>>>(img, y, params->score_threshold, bits, c->keys, c->boxes,
                                                   c->scores, c->cls, c->n_candidates);
     ZV_CUDA(cudaGetLastError(), "launching the decoder");
-    ZV_CUDA(cub::DeviceRadixSort::SortKeys(c->sort_temp, need, c->keys_in, c->keys_out, y.n, 0, end_bit, s),
-            "sorting the candidates");
-    gather_kernel<<<blocks, DECODE_BLOCK, 0, s>>>(c->keys_out, c->n_candidates, (1ull << bits) - 1, c->boxes,
-                                                  c->scores, c->cls, c->sboxes, c->sscores, c->scls);
-    ZV_CUDA(cudaGetLastError(), "launching the gather");
+    rank_kernel<<<(y.n + RANK_BLOCK - 1) / RANK_BLOCK, RANK_BLOCK, 0, s>>>(
+        c->keys, c->boxes, c->scores, c->cls, c->n_candidates, c->sboxes, c->sscores, c->scls);
+    ZV_CUDA(cudaGetLastError(), "launching the sort");
     int tiles = (y.n + TILE - 1) / TILE;
     dim3 mgrid((unsigned)min(tiles, MASK_GRID_X), (unsigned)min(tiles, MASK_GRID_Y));
     mask_kernel<<<mgrid, TILE, 0, s>>>(c->sboxes, c->scls, c->n_candidates, params->iou_threshold,
                                        params->class_agnostic, c->mask);
     ZV_CUDA(cudaGetLastError(), "launching the IoU matrix");
     zv_map map = zv_map_from(transform);
-    reduce_kernel<<<1, REDUCE_BLOCK, (size_t)tiles * sizeof(uint64_t), s>>>(
-        c->mask, c->n_candidates, c->sboxes, c->sscores, c->scls, top_k, map, c->result);
+    reduce_kernel<<<1, 32, (size_t)tiles * sizeof(uint64_t), s>>>(c->mask, c->n_candidates, c->sboxes, c->sscores,
+                                                                  c->scls, top_k, map, c->result);
     ZV_CUDA(cudaGetLastError(), "launching the NMS pass");
     c->last_top_k = top_k;
     return ZCI_OK;

@@ -1,7 +1,7 @@
 /* postprocess.c: YOLO decoding and NMS on the CPU, the postprocessor object, and the output
  * checks the CUDA version shares. The NMS here is the plain greedy one (each candidate, best
- * first, is kept unless a kept box of its class overlaps it by more than the threshold); the
- * GPU's bit-matrix NMS computes exactly the same set. */
+ * first, is kept unless a kept box of its class overlaps it by more than the threshold), run
+ * per class; the GPU's bit-matrix NMS computes exactly the same set. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -128,6 +128,12 @@ static int cmp_key(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int cmp_class_key(const void *a, const void *b)
+{
+    int x = ((const zv_candidate *)a)->cls, y = ((const zv_candidate *)b)->cls;
+    return x != y ? (x < y ? -1 : 1) : cmp_key(a, b);
+}
+
 zci_status zci_postprocess_cpu(zci_postprocessor *pp, const void *output, const zci_tensor_info *info,
                                int batch_index, const zci_postprocess_params *params, const zci_letterbox *transform,
                                zci_detection *dets, int capacity, zci_detect_counts *counts)
@@ -152,21 +158,30 @@ zci_status zci_postprocess_cpu(zci_postprocessor *pp, const void *output, const 
             n++;
         }
     }
-    qsort(pp->cands, (size_t)n, sizeof *pp->cands, cmp_key);
-    zv_map m = zv_map_from(transform);
-    int kept = 0;
+    /* Class-aware NMS is independent per class: sorted by class first, each candidate is only
+     * compared with the kept boxes of its own class; the kept ones are then merged back into
+     * score order. Same result as the GPU's, which compares every pair and checks classes. */
+    int per_class = !params->class_agnostic;
+    qsort(pp->cands, (size_t)n, sizeof *pp->cands, per_class ? cmp_class_key : cmp_key);
+    int kept = 0, first_of_class = 0;
     for (int i = 0; i < n; i++) {
         const zv_candidate *c = &pp->cands[i];
+        if (per_class && i > 0 && c->cls != pp->cands[i - 1].cls) first_of_class = kept;
         int suppressed = 0;
-        for (int k = 0; k < kept && !suppressed; k++) {
+        for (int k = first_of_class; k < kept && !suppressed; k++) {
             const zv_candidate *a = &pp->cands[pp->kept[k]];
-            if (!params->class_agnostic && a->cls != c->cls) continue;
             suppressed = zv_suppresses(a->box[0], a->box[1], a->box[2], a->box[3], c->box[0], c->box[1], c->box[2],
                                        c->box[3], iou);
         }
-        if (suppressed) continue;
-        if (kept < top_k && kept < capacity) zv_emit(&m, c->box, c->score, c->cls, &dets[kept]);
-        pp->kept[kept++] = i;
+        if (!suppressed) pp->kept[kept++] = i;
+    }
+    /* the kept ones to the front (kept[k] >= k, so moving forward overwrites nothing needed) */
+    for (int k = 0; k < kept; k++) pp->cands[k] = pp->cands[pp->kept[k]];
+    if (per_class) qsort(pp->cands, (size_t)kept, sizeof *pp->cands, cmp_key);
+    zv_map m = zv_map_from(transform);
+    for (int k = 0; k < kept && k < top_k && k < capacity; k++) {
+        const zv_candidate *c = &pp->cands[k];
+        zv_emit(&m, c->box, c->score, c->cls, &dets[k]);
     }
     if (counts) {
         counts->candidates = n;

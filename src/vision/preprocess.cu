@@ -55,6 +55,8 @@ zci_status zv_cuda_check_device_ptr(const void *p, const char *what, const char 
     cudaError_t e = cudaPointerGetAttributes(&a, p);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* clear it: a failed query must not poison the caller's next call */
+        if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver)
+            return zci_error(ZCI_NO_DEVICE, "%s: no usable CUDA device: %s", where, cudaGetErrorString(e));
         return zci_error(ZCI_INVALID_ARGUMENT, "%s: cannot query %s (%p): %s", where, what, p, cudaGetErrorString(e));
     }
     if (a.type == cudaMemoryTypeUnregistered)

@@ -77,18 +77,18 @@ class ShapesDetector(nn.Module):
     def __init__(self, size=256, nc=NC):
         super().__init__()
         self.size, self.nc, self.no = size, nc, 5 + nc
-        self.s1 = ConvBN(3, 16, 3, 2)
-        self.s2 = nn.Sequential(ConvBN(16, 32, 3, 2), Block(32))
-        self.s3 = nn.Sequential(ConvBN(32, 64, 3, 2), Block(64), Block(64))
-        self.s4 = nn.Sequential(ConvBN(64, 96, 3, 2), Block(96), Block(96))
-        self.s5 = nn.Sequential(ConvBN(96, 128, 3, 2), Block(128))
-        self.l5 = ConvBN(128, 64, 1)
-        self.n4 = nn.Sequential(ConvBN(64 + 96, 64, 1), ConvBN(64, 64, 3))
-        self.l4 = ConvBN(64, 48, 1)
-        self.n3 = nn.Sequential(ConvBN(48 + 64, 48, 1), ConvBN(48, 48, 3))
-        self.h5 = ConvBN(128, 64, 3)
-        self.heads = nn.ModuleList([nn.Conv2d(48, self.no, 1), nn.Conv2d(64, self.no, 1),
-                                    nn.Conv2d(64, self.no, 1)])
+        self.s1 = ConvBN(3, 12, 3, 2)
+        self.s2 = ConvBN(12, 24, 3, 2)
+        self.s3 = nn.Sequential(ConvBN(24, 48, 3, 2), Block(48))
+        self.s4 = nn.Sequential(ConvBN(48, 64, 3, 2), Block(64))
+        self.s5 = nn.Sequential(ConvBN(64, 96, 3, 2), Block(96))
+        self.l5 = ConvBN(96, 48, 1)
+        self.n4 = nn.Sequential(ConvBN(48 + 64, 48, 1), ConvBN(48, 48, 3))
+        self.l4 = ConvBN(48, 32, 1)
+        self.n3 = nn.Sequential(ConvBN(32 + 48, 32, 1), ConvBN(32, 32, 3))
+        self.h5 = ConvBN(96, 48, 3)
+        self.heads = nn.ModuleList([nn.Conv2d(32, self.no, 1), nn.Conv2d(48, self.no, 1),
+                                    nn.Conv2d(48, self.no, 1)])
         for h, s in zip(self.heads, STRIDES):
             # start with a low objectness (about 8 objects per image) and class prior
             b = h.bias.data
@@ -191,7 +191,7 @@ def compute_loss(model, raws, targets):
             pcls = r[:, 5:].permute(0, 2, 3, 1)[mask]
             onehot = F.one_hot(tcls[mask], model.nc).float()
             lcls = lcls + F.binary_cross_entropy_with_logits(pcls, onehot)
-    return 5.0 * lbox + lobj + lcls, (float(lbox), float(lobj), float(lcls))
+    return 5.0 * lbox + lobj + lcls, (float(lbox.detach()), float(lobj.detach()), float(lcls.detach()))
 
 
 def nms_numpy(boxes, scores, classes, iou_thr):
@@ -286,6 +286,9 @@ def export(model, path, size):
     meta.key, meta.value = "names", ",".join(scenes.CLASSES)
     onnx.checker.check_model(m)
     onnx.save(m, path)
+    # class names next to the model, one per line, where `zcinfer detect` looks for them
+    with open(os.path.splitext(path)[0] + ".names", "w") as f:
+        f.write("\n".join(scenes.CLASSES) + "\n")
     return model
 
 
@@ -339,7 +342,10 @@ def main():
             opt.step()
             sched.step()
             step += 1
-            acc += np.array([float(loss), *parts])
+            acc += np.array([float(loss.detach()), *parts])
+            if step % 50 == 0:
+                print(f"  step {step}/{total}: loss {float(loss.detach()):.4f}, {time.time() - t1:.0f} s into the epoch",
+                      flush=True)
         acc /= steps_per_epoch
         p, r = evaluate(model, vimgs, vlabels)
         print(f"epoch {ep + 1}/{a.epochs}: loss {acc[0]:.4f} (box {acc[1]:.4f} obj {acc[2]:.4f} cls {acc[3]:.4f}) "

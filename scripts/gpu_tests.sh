@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# gpu_tests.sh: the GPU test suite and benchmark, run ON the GPU machine from the repository root,
+# with a CUDA build carried in (default build-cuda, made here with
+#   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DZCI_WITH_CUDA=ON -DZCI_WITH_DNNL=OFF \
+#         -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build-cuda -j).
+#
+#   scripts/gpu_tests.sh [--build DIR] [--quick] [--no-bench] [--compile] [--profile]
+#
+# --quick tests three models only; --profile adds gpu_profile's node times of yolov5s (FP16,
+# FP32) and Nsight Compute's kernel list of one FP16 inference.
+# Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
+# references for three seeds (tests/models/ort_run.py); test_gpu_api (API behaviour, memory,
+# first-inference time); test_gpu_models (every model against onnxruntime in FP32 and FP16, all
+# ways in); compute-sanitizer memcheck on a short run; `zcinfer bench` on yolov5s (FP32, FP16,
+# FP16 batch 32) and the PyTorch peers. Logs go to /tmp/zci_logs, packed at the end into
+# $OUT/gpu_logs.tgz when $OUT is set. Exits non-zero when a test or the sanitizer fails; the
+# benchmarks and peers only report.
+set -u
+BUILD=build-cuda
+QUICK=0
+BENCH=1
+COMPILE=""
+PROFILE=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --build) BUILD="$2"; shift ;;
+    --quick) QUICK=1 ;;
+    --no-bench) BENCH=0 ;;
+    --compile) COMPILE="--compile" ;;
+    --profile) PROFILE=1 ;;
+    *) echo "gpu_tests.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+LOG=/tmp/zci_logs
+mkdir -p "$LOG"
+MODELS=/tmp/zci_models
+REFS=/tmp/zci_refs
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+# cuDNN 9 comes with PyTorch's wheels there; cuBLAS with the CUDA toolkit
+# ($BUILD/lib: shared libraries carried with the build that the GPU machine lacks, e.g. libstb)
+for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib /usr/local/cuda/lib64 /usr/local/cuda/lib "$PWD/$BUILD/lib"; do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+status=0
+summary=()
+step() { # name, then the command; logs to $LOG/name.log
+    local name=$1; shift
+    local t0=$(date +%s)
+    timeout "${STEP_TIMEOUT:-420}" "$@" >"$LOG/$name.log" 2>&1
+    local rc=$?
+    summary+=("$(printf '%-28s rc=%-3d %4ds' "$name" "$rc" $(($(date +%s) - t0)))")
+    return $rc
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv >"$LOG/gpu.txt" 2>&1
+cat "$LOG/gpu.txt"
+for b in "$BUILD/zcinfer" "$BUILD"/tests/gpu/*; do
+    if [ -x "$b" ] && ldd "$b" | grep -q "not found"; then
+        echo "gpu_tests.sh: $b: missing shared libraries:"; ldd "$b" | grep "not found"; exit 1
+    fi
+done
+
+# ---- models and references (in parallel: one process per model)
+ALL="yolov5n yolov5s yolov5n_opset11 yolov5n_opset13 yolov8n yolov8n_opset19 yolo11n classifier classifier_external classifier_dynbatch classifier_opset11 classifier_opset13 classifier_opset18"
+[ $QUICK = 1 ] && ALL="yolov5s yolov8n classifier"
+t0=$(date +%s)
+mkdir -p $MODELS $REFS
+for m in $ALL; do
+    ( [ -f $MODELS/$m.onnx ] || { $PY tests/models/make_models.py $MODELS/$m --only $m >/dev/null 2>&1 &&
+        mv $MODELS/$m/$m.* $MODELS/; }
+      b=1; [ $m = classifier_dynbatch ] && b=3
+      for s in 0 1 2; do
+          $PY tests/models/ort_run.py $MODELS/$m.onnx --seed $s --batch $b --outdir $REFS/$m/s$s >/dev/null 2>&1
+      done ) &
+done
+wait
+echo "models and references: $(($(date +%s) - t0)) s"; ls $MODELS | tr '\n' ' '; echo
+
+NAMES=""
+for m in $ALL; do
+    [ $m = classifier_dynbatch ] && NAMES="$NAMES $m:3" || NAMES="$NAMES $m"
+done
+
+STEP_TIMEOUT=150 step test_gpu_api "$BUILD/tests/gpu/test_gpu_api" $MODELS/yolov5s.onnx || status=1
+tail -n 12 "$LOG/test_gpu_api.log"
+STEP_TIMEOUT=300 step test_gpu_models "$BUILD/tests/gpu/test_gpu_models" $MODELS $REFS $NAMES || status=1
+grep -E "FAIL|node |passed|failure" "$LOG/test_gpu_models.log" | head -40
+
+# ---- benchmarks
+if [ $BENCH = 1 ]; then
+    Y=$MODELS/yolov5s.onnx
+    STEP_TIMEOUT=90 step bench_fp32 "$BUILD/zcinfer" bench $Y --device cuda --iters 300
+    STEP_TIMEOUT=90 step bench_fp16 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+    # yolov5s with a symbolic batch: the input's and output's first dimension named, and the head's
+    # final Reshape targets [1, -1, 85] made [0, -1, 85] (0 copies the batch)
+    $PY - $Y $MODELS/yolov5s_dynbatch.onnx <<'PYEOF'
+import sys
+import numpy as np
+import onnx
+from onnx import numpy_helper
+m = onnx.load(sys.argv[1])
+for vi in list(m.graph.input) + list(m.graph.output):
+    vi.type.tensor_type.shape.dim[0].dim_param = "batch"
+for n in m.graph.node:
+    if n.op_type == "Constant":
+        v = numpy_helper.to_array(n.attribute[0].t)
+        if v.dtype == np.int64 and v.shape == (3,) and v[0] == 1 and v[1] == -1:
+            n.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array([0, -1, v[2]], np.int64)))
+onnx.save(m, sys.argv[2])
+PYEOF
+    STEP_TIMEOUT=90 step bench_fp16_b32 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
+    for f in bench_fp32 bench_fp16 bench_fp16_b32; do echo "== $f"; cat "$LOG/$f.log"; done
+    zgpu=$(grep "GPU time (CUDA events)" "$LOG/bench_fp16.log" | awk '{print $6}')
+    zrt=$(grep "pinned host buffers, wall" "$LOG/bench_fp16.log" | awk '{print $6}')
+    [ $SECONDS -lt 400 ] && STEP_TIMEOUT=150 step torch_peers $PY bench/torch_peers.py $Y --ref-dir $REFS/yolov5s/s0 ${zgpu:+--zci-gpu-ms $zgpu} \
+        ${zrt:+--zci-roundtrip-ms $zrt} $COMPILE
+    cat "$LOG/torch_peers.log" | tail -n 12
+fi
+
+# ---- compute-sanitizer on a short run (the classifier through every path, and the API test
+# without its 100 create/destroy cycles)
+if [ $SECONDS -gt 430 ]; then
+    echo "compute-sanitizer skipped: out of time ($SECONDS s)"
+elif [ -x "$SANITIZER" ]; then
+    STEP_TIMEOUT=100 step memcheck_models "$SANITIZER" --tool memcheck --leak-check no --error-exitcode 9 \
+        "$BUILD/tests/gpu/test_gpu_models" $MODELS $REFS classifier || status=1
+    STEP_TIMEOUT=60 step memcheck_api env ZCI_GPU_TEST_QUICK=1 "$SANITIZER" --tool memcheck --error-exitcode 9 \
+        "$BUILD/tests/gpu/test_gpu_api" || status=1
+    grep -E "ERROR SUMMARY|Invalid|passed|FAIL" "$LOG/memcheck_models.log" "$LOG/memcheck_api.log" | head -20
+else
+    echo "compute-sanitizer not found"; status=1
+fi
+
+if [ $PROFILE = 1 ]; then
+    step profile_fp16 "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s.onnx --fp16 --iters 50 --top 30
+    step profile_fp32 "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s.onnx --iters 30 --top 12
+    step profile_fp16_b32 "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s_dynbatch.onnx --fp16 --batch 32 --iters 10 --top 12
+    step profile_fp16_b32_nopad env ZCI_CUDA_NO_PAD=1 "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s_dynbatch.onnx --fp16 --batch 32 --iters 10 --top 4
+    step profile_fp16_nchw env ZCI_CUDA_NCHW=1 "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s.onnx --fp16 --iters 50 --top 4
+    step verbose_fp16 "$BUILD/zcinfer" run $MODELS/yolov5s.onnx --device cuda --fp16 -v
+    cat "$LOG/profile_fp16.log" "$LOG/profile_fp32.log" "$LOG/profile_fp16_b32.log" "$LOG/profile_fp16_b32_nopad.log" "$LOG/profile_fp16_nchw.log"
+    grep "CUDA" "$LOG/verbose_fp16.log"
+    NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+    if [ -n "$NCU" ] && [ -n "${ZCI_NCU:-}" ] && [ $SECONDS -lt 450 ]; then
+        # the first kernels of the process are the warm-up inference of session creation
+        STEP_TIMEOUT=120 step ncu "$NCU" --metrics gpu__time_duration.sum --csv --launch-count 400 \
+            "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s.onnx --fp16 --iters 1
+        $PY - "$LOG/ncu.log" <<'PYEOF'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head = rows[0]; rows = rows[1:]
+ki, vi, ui = head.index("Kernel Name"), head.index("Metric Value"), head.index("Metric Unit")
+tot = collections.defaultdict(lambda: [0, 0.0])
+for r in rows:
+    v = float(r[vi].replace(",", "")) * (1e-3 if r[ui] == "nsecond" else 1.0)
+    k = r[ki].split("(")[0][:90]
+    tot[k][0] += 1; tot[k][1] += v
+print(f"ncu: {len(rows)} kernels, {sum(t[1] for t in tot.values()):.1f} us")
+for k, (n, us) in sorted(tot.items(), key=lambda kv: -kv[1][1])[:25]:
+    print(f"{us:9.1f} us {n:4d}x  {k}")
+PYEOF
+    fi
+fi
+
+echo "== summary"
+for l in "${summary[@]}"; do echo "$l"; done
+[ -n "${OUT:-}" ] && tar czf "$OUT/gpu_logs.tgz" -C "$(dirname $LOG)" "$(basename $LOG)"
+[ $status = 0 ] && echo "gpu_tests.sh: all tests passed" || echo "gpu_tests.sh: FAILURES (logs in $LOG)"
+exit $status

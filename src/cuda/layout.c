@@ -1,0 +1,210 @@
+/* layout.c: NHWC inside FP16 sessions (see cuda_internal.h).
+ *
+ * Walking the nodes in execution order, a node runs in NHWC when its op can (cu_op.nhwc) and
+ * either it is a 2-D convolution or one of its 4-D inputs already is in NHWC; a node that writes
+ * a model output runs in NCHW (the caller's buffer is NCHW). Every tensor takes the layout of the
+ * node that produces it; model inputs and constants are NCHW. Where a reader needs the other
+ * layout, the tensor gets a converted copy, made right after its producer runs (for model inputs
+ * at the start of the run; for constants once, here). In YOLO-style networks that leaves one
+ * conversion at the input and one per detection head. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_internal.h"
+#include "ops/conv.h"
+
+int cu_layout_matters(const zci_tensor *t)
+{
+    return t->ndim == 4 && t->dims[1] > 1 && t->dims[2] * t->dims[3] > 1;
+}
+
+void cu_physical_dims(const zci_tensor *t, int nhwc, int64_t *dims)
+{
+    for (int d = 0; d < t->ndim; d++) dims[d] = t->dims[d];
+    if (nhwc && t->ndim == 4) {
+        dims[1] = t->dims[2];
+        dims[2] = t->dims[3];
+        dims[3] = t->dims[1];
+    }
+}
+
+static int is_conv(const zci_node *n) { return !strcmp(n->op_type, "Conv"); }
+
+/* Convolution weights and bias are read as filters, not as activations. */
+static int activation_input(const zci_node *n, int k) { return !(is_conv(n) && (k == 1 || k == 2)); }
+
+static int node_layout(const cu_ctx *c, const zci_node *n)
+{
+    const zci_graph *g = c->g;
+    const cu_node *cn = cu_node_of(c, n);
+    if (!cn->op || !cn->op->nhwc || n->n_in > 64) return CU_NCHW;
+    for (int o = 0; o < n->n_out; o++) {
+        int t = n->out[o];
+        if (t >= 0 && g->tensors[t].is_output && cu_layout_matters(&g->tensors[t])) return CU_NCHW;
+    }
+    if (is_conv(n))
+        return ZCI_IN(g, n, 0)->ndim == 4 && ZCI_IN(g, n, 1)->kind == ZCI_TENSOR_CONSTANT ? CU_NHWC : CU_NCHW;
+    for (int k = 0; k < n->n_in; k++) {
+        int t = n->in[k];
+        if (t >= 0 && c->lay[t] == CU_NHWC) return CU_NHWC;
+    }
+    return CU_NCHW;
+}
+
+/* dst (layout !nhwc) = src (layout nhwc) for 4-D tensor t. */
+static zci_status convert_layout(const cu_ctx *c, int t, const void *src, int src_nhwc, void *dst, cudaStream_t s)
+{
+    const zci_tensor *x = &c->g->tensors[t];
+    const int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    if (!src_nhwc && c->alt_c && c->alt_c[t]) return cu_nchw_to_nhwc_pad(src, dst, N, C, H * W, c->alt_c[t], cu_esize(c, t), s);
+    cu_gather_plan p;
+    memset(&p, 0, sizeof p);
+    p.nd = 4;
+    if (src_nhwc) { /* out (N, C, H, W) from NHWC strides */
+        int64_t d[4] = {N, C, H, W}, st[4] = {H * W * C, 1, W * C, C};
+        memcpy(p.dims, d, sizeof d);
+        memcpy(p.stride, st, sizeof st);
+    } else { /* out (N, H, W, C) from NCHW strides */
+        int64_t d[4] = {N, H, W, C}, st[4] = {C * H * W, W, 1, H * W};
+        memcpy(p.dims, d, sizeof d);
+        memcpy(p.stride, st, sizeof st);
+    }
+    cu_gather_simplify(&p);
+    return cu_strided_copy(src, dst, &p, cu_esize(c, t), s);
+}
+
+/* FP16 tensor-core convolutions want a multiple of 8 input channels; an image (3 channels) gets
+ * a cuDNN kernel without them, the slowest convolution of a YOLO model. So an NCHW tensor with
+ * fewer than 8 channels whose NHWC copy is read only as the input of ungrouped convolutions gets
+ * that copy padded with zero channels to 8, and those convolutions get zero weights to match. */
+static void pad_channels(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    for (int t = 0; t < g->n_tensors; t++) {
+        const zci_tensor *x = &g->tensors[t];
+        if (!c->need_alt[t] || c->lay[t] != CU_NCHW || x->dims[1] >= 8 || c->dt[t] != ZCI_FLOAT16) continue;
+        int ok = 1;
+        for (int p = 0; ok && p < g->n_order; p++) {
+            const zci_node *n = &g->nodes[g->order[p]];
+            const cu_node *cn = &c->nodes[g->order[p]];
+            for (int k = 0; ok && k < n->n_in && k < 64; k++) {
+                if (n->in[k] != t || !(cn->alt_in >> k & 1)) continue;
+                const zci_conv_params *cp = n->params;
+                ok = is_conv(n) && k == 0 && cp && cp->group == 1;
+            }
+        }
+        if (ok) c->alt_c[t] = 8;
+    }
+}
+
+zci_status cu_decide_layout(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    const int nt = g->n_tensors;
+    c->lay = zci_calloc((size_t)nt + 1, 1, "layouts");
+    c->alt = zci_calloc((size_t)nt + 1, sizeof(void *), "layouts");
+    c->need_alt = zci_calloc((size_t)nt + 1, 1, "layouts");
+    c->alt_c = zci_calloc((size_t)nt + 1, sizeof(int), "layouts");
+    if (!c->lay || !c->alt || !c->need_alt || !c->alt_c) return ZCI_OUT_OF_MEMORY;
+    /* FP32 stays NCHW: cuDNN's FP32 kernels (FMA math, no tensor cores) need no transposes */
+    if (!c->fp16 || getenv("ZCI_CUDA_NCHW")) return ZCI_OK;
+    unsigned char *need = c->need_alt;
+    for (int p = 0; p < g->n_order; p++) {
+        const zci_node *n = &g->nodes[g->order[p]];
+        cu_node *cn = &c->nodes[g->order[p]];
+        if (!cn->op) { /* an aliased view reinterprets its input's NCHW bytes */
+            if (n->in[0] >= 0 && c->lay[n->in[0]] == CU_NHWC) need[n->in[0]] = 1;
+            continue;
+        }
+        cn->nhwc = node_layout(c, n);
+        for (int k = 0; k < n->n_in && k < 64; k++) {
+            int t = n->in[k];
+            if (t < 0 || !activation_input(n, k) || !cu_layout_matters(&g->tensors[t])) continue;
+            if (c->lay[t] != cn->nhwc) {
+                cn->alt_in |= (uint64_t)1 << k;
+                need[t] = 1;
+            }
+        }
+        for (int o = 0; o < n->n_out; o++) {
+            int t = n->out[o];
+            if (t >= 0) c->lay[t] = cn->nhwc && cu_layout_matters(&g->tensors[t]) ? CU_NHWC : CU_NCHW;
+        }
+    }
+    if (!getenv("ZCI_CUDA_NO_PAD")) pad_channels(c);
+    return ZCI_OK;
+}
+
+int cu_weights_only(const cu_ctx *c, int t)
+{
+    const zci_graph *g = c->g;
+    if (!c->lay || g->tensors[t].is_output) return 0;
+    int readers = 0;
+    for (int p = 0; p < g->n_order; p++) {
+        const zci_node *n = &g->nodes[g->order[p]];
+        for (int k = 0; k < n->n_in; k++) {
+            if (n->in[k] != t) continue;
+            if (!(k == 1 && is_conv(n) && c->nodes[g->order[p]].nhwc)) return 0;
+            readers++;
+        }
+    }
+    return readers > 0;
+}
+
+zci_status cu_plan_layout(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    const int nt = g->n_tensors;
+    const unsigned char *need = c->need_alt;
+    zci_status st = ZCI_OK;
+    int converted = 0;
+    for (int t = 0; st == ZCI_OK && t < nt; t++) {
+        if (!need[t]) continue;
+        converted++;
+        size_t elems = (size_t)cu_numel(c, t);
+        if (c->alt_c[t]) elems = elems / (size_t)g->tensors[t].dims[1] * (size_t)c->alt_c[t];
+        st = cu_malloc(c, elems * cu_esize(c, t), g->tensors[t].name, &c->alt[t]);
+        if (st == ZCI_OK && g->tensors[t].kind == ZCI_TENSOR_CONSTANT) {
+            st = convert_layout(c, t, c->ptr[t], c->lay[t], c->alt[t], c->own_stream);
+            if (st == ZCI_OK) {
+                cudaError_t e = cudaStreamSynchronize(c->own_stream);
+                if (e != cudaSuccess) st = cu_cuda_error(e, "cudaStreamSynchronize");
+            }
+        }
+    }
+    if (st == ZCI_OK && c->verbose) {
+        int nodes = 0;
+        for (int p = 0; p < g->n_order; p++) nodes += c->nodes[g->order[p]].nhwc;
+        zci_log(1, "CUDA layout: %d of %d nodes run in NHWC, %d tensors converted", nodes, g->n_order, converted);
+    }
+    return st;
+}
+
+zci_status cu_launch_node(cu_ctx *c, int p, cudaStream_t s)
+{
+    const zci_graph *g = c->g;
+    const int ni = g->order[p];
+    const zci_node *n = &g->nodes[ni];
+    cu_node *cn = &c->nodes[ni];
+    if (cn->op) {
+        zci_status st = cn->op->launch(c, n, cn->state, s);
+        if (st != ZCI_OK) return zci_error_prefix(st, "%s", zci_node_desc(g, n));
+    }
+    for (int o = 0; o < n->n_out; o++) {
+        int t = n->out[o];
+        if (t >= 0 && c->alt[t] && cu_numel(c, t)) {
+            zci_status st = convert_layout(c, t, c->ptr[t], c->lay[t], c->alt[t], s);
+            if (st != ZCI_OK) return zci_error_prefix(st, "%s (layout conversion)", zci_node_desc(g, n));
+        }
+    }
+    return ZCI_OK;
+}
+
+zci_status cu_launch_prologue(cu_ctx *c, cudaStream_t s)
+{
+    const zci_graph *g = c->g;
+    for (int i = 0; i < g->n_inputs; i++) {
+        int t = g->inputs[i];
+        if (c->alt[t] && cu_numel(c, t)) ZCI_TRY(convert_layout(c, t, c->ptr[t], c->lay[t], c->alt[t], s));
+    }
+    return ZCI_OK;
+}
