@@ -4,8 +4,10 @@
 #   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DZCI_WITH_CUDA=ON -DZCI_WITH_DNNL=OFF \
 #         -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build-cuda -j).
 #
-#   scripts/gpu_tests.sh [--build DIR] [--quick] [--no-bench] [--compile] [--profile]
+#   scripts/gpu_tests.sh [--build DIR] [--quick] [--no-bench] [--no-peers] [--ab] [--compile] [--profile]
 #
+# --no-peers skips the PyTorch peers; --ab adds yolov5s FP16 benchmarks (batch 1 and 32) with the
+# fused convolutions switched off (ZCI_CUDA_NO_FUSE=1), and the count of fused convolutions.
 # --quick tests three models only; --profile adds gpu_profile's node times of yolov5s (FP16,
 # FP32) and Nsight Compute's kernel list of one FP16 inference.
 # Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
@@ -21,6 +23,8 @@ QUICK=0
 BENCH=1
 COMPILE=""
 PROFILE=0
+PEERS=1
+AB=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD="$2"; shift ;;
@@ -28,6 +32,8 @@ while [ $# -gt 0 ]; do
     --no-bench) BENCH=0 ;;
     --compile) COMPILE="--compile" ;;
     --profile) PROFILE=1 ;;
+    --no-peers) PEERS=0 ;;
+    --ab) AB=1 ;;
     *) echo "gpu_tests.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -113,11 +119,19 @@ onnx.save(m, sys.argv[2])
 PYEOF
     STEP_TIMEOUT=90 step bench_fp16_b32 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
     for f in bench_fp32 bench_fp16 bench_fp16_b32; do echo "== $f"; cat "$LOG/$f.log"; done
+    if [ $AB = 1 ]; then
+        STEP_TIMEOUT=90 step bench_fp16_nofuse env ZCI_CUDA_NO_FUSE=1 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+        STEP_TIMEOUT=90 step bench_fp16_b32_nofuse env ZCI_CUDA_NO_FUSE=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
+        STEP_TIMEOUT=60 step verbose_fp16 "$BUILD/zcinfer" run $Y --device cuda --fp16 -v
+        echo "== A/B: fused convolutions off (ZCI_CUDA_NO_FUSE=1)"
+        grep -hE "creation|GPU time|img/s|throughput" "$LOG/bench_fp16_nofuse.log" "$LOG/bench_fp16_b32_nofuse.log"
+        grep -hE "fused|no cuDNN engine|no fused" "$LOG/verbose_fp16.log" | head -8
+    fi
     zgpu=$(grep "GPU time (CUDA events)" "$LOG/bench_fp16.log" | awk '{print $6}')
     zrt=$(grep "pinned host buffers, wall" "$LOG/bench_fp16.log" | awk '{print $6}')
-    [ $SECONDS -lt 400 ] && STEP_TIMEOUT=150 step torch_peers $PY bench/torch_peers.py $Y --ref-dir $REFS/yolov5s/s0 ${zgpu:+--zci-gpu-ms $zgpu} \
+    [ $PEERS = 1 ] && [ $SECONDS -lt 400 ] && STEP_TIMEOUT=150 step torch_peers $PY bench/torch_peers.py $Y --ref-dir $REFS/yolov5s/s0 ${zgpu:+--zci-gpu-ms $zgpu} \
         ${zrt:+--zci-roundtrip-ms $zrt} $COMPILE
-    cat "$LOG/torch_peers.log" | tail -n 12
+    [ $PEERS = 1 ] && tail -n 12 "$LOG/torch_peers.log"
 fi
 
 # ---- compute-sanitizer on a short run (the classifier through every path, and the API test

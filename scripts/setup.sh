@@ -13,6 +13,8 @@ missing=""
 for p in $packages; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
+# the Rust crate's tests need cargo; Debian's package when no toolchain is installed already
+command -v cargo >/dev/null 2>&1 || missing="$missing cargo"
 if [ -n "$missing" ]; then
   echo "setup: installing Debian packages:$missing"
   $sudo apt-get update -qq

@@ -12,6 +12,9 @@
  * batch > 1 and 1 or 2 threads. Then the GEMM against a reference (transposes, alpha/beta,
  * edge tiles, packed A, epilogue), MatMul broadcasting, Gemm's C broadcasting, pools on many
  * threads, and infer's refusals. */
+/* setenv and unsetenv (POSIX) choose the path under test */
+#define _POSIX_C_SOURCE 200112L
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -110,8 +113,7 @@ static float *on_run(onenode *t, void *state, int threads)
     float *out = malloc(bytes ? bytes : 1);
     memset(out, 0xA5, bytes ? bytes : 1);
     t->data[n->out[0]] = out;
-    zci_kernel_ctx k = {.g = t->g, .n = n, .data = t->data, .nthreads = threads, .state = state};
-    zci_status st = n->op->cpu(&k);
+    zci_status st = zci_kernel_run_once(t->g, n, t->data, threads, state);
     CHECK(st == ZCI_OK, "%s kernel: %s", n->op_type, zci_last_error());
     t->data[n->out[0]] = NULL;
     return out;
@@ -343,7 +345,6 @@ static void conv_one(const conv_case *c)
         st = n->op->cpu_prepare(t.g, n, threads, &state);
         CHECK(st == ZCI_OK, "prepare (%s): %s for %s", pi ? "oneDNN" : "built-in", zci_last_error(), what);
         if (st != ZCI_OK) continue;
-        if (getenv("CONV_TEST_TRACE")) printf("%s path %d threads %d\n", what, pi, threads), fflush(stdout);
         float *got = on_run(&t, state, threads);
         e = rel_err(got, ref, yn);
         CHECK(e < 2e-5, "prepared %s path: error %.3g for %s", pi ? "oneDNN" : "built-in", e, what);
@@ -413,6 +414,139 @@ static void test_conv_refusals(void)
     CHECK_FAILS(zci_conv_set_fusion(t.g, n, ZCI_ACT_SILU, 0, 0, 3, 0), ZCI_INVALID_MODEL, "residual");
     CHECK_FAILS(zci_conv_set_fusion(t.g, n, (zci_activation)42, 0, 0, -1, 0), ZCI_INVALID_MODEL, "zci_activation");
     on_free(&t);
+}
+
+/* A planned graph of convolutions whose tensors the CPU backend may keep channel-blocked (see
+ * zci_conv_tensor_block):
+ *
+ *   x -> A (3x3, 8 -> 32) -> t1 -> B (1x1, SiLU) -> t2 -> E (3x3, SiLU, + residual t3) -> t4
+ *                            t1 -> D (depthwise 3x3) -> t3 ------------^
+ *   Concat(t4, t3) -> t5 -> F (1x1, 64 -> 16) -> y                       [with_reader: Relu(t5) -> z]
+ *
+ * Without the Relu, t1 to t5 are blocked (t3 as a residual whose reader's X is blocked, t5 made
+ * by a Concat of blocked tensors) and x and y are not; a Relu reading t5 makes t5, then t4 and t3
+ * (the Concat's inputs), plain. Either way the prepared run must match the unprepared built-in
+ * one. */
+typedef struct chain_node {
+    const char *name, *type;
+    int in[4], n_in, out;
+    int64_t group, pad;
+    int act;
+} chain_node;
+
+static void test_blocked_chain(int with_reader)
+{
+    zci_graph *g = zci_graph_new();
+    g->opset = 17;
+    void *data[40] = {0};
+    int64_t xd[4] = {1, 8, 19, 23};
+    int64_t wdims[5][4] = {{32, 8, 3, 3}, {32, 32, 1, 1}, {32, 1, 3, 3}, {32, 32, 3, 3}, {16, 64, 1, 1}};
+    int x = zci_graph_add_tensor(g, "x", ZCI_TENSOR_INPUT);
+    zci_tensor_set_shape(&g->tensors[x], ZCI_FLOAT32, xd, 4);
+    data[x] = malloc(zci_tensor_bytes(&g->tensors[x]));
+    fill(data[x], zci_tensor_numel(&g->tensors[x]), -1, 1);
+    int w[5], b[5];
+    for (int i = 0; i < 5; i++) {
+        char name[16];
+        int64_t bd[1] = {wdims[i][0]};
+        snprintf(name, sizeof name, "w%d", i);
+        w[i] = zci_graph_add_tensor(g, name, ZCI_TENSOR_CONSTANT);
+        zci_tensor_set_shape(&g->tensors[w[i]], ZCI_FLOAT32, wdims[i], 4);
+        float *wv = malloc(zci_tensor_bytes(&g->tensors[w[i]]));
+        fill(wv, zci_tensor_numel(&g->tensors[w[i]]), -0.4f, 0.4f);
+        zci_tensor_make_const(&g->tensors[w[i]], wv);
+        data[w[i]] = wv;
+        snprintf(name, sizeof name, "b%d", i);
+        b[i] = zci_graph_add_tensor(g, name, ZCI_TENSOR_CONSTANT);
+        zci_tensor_set_shape(&g->tensors[b[i]], ZCI_FLOAT32, bd, 1);
+        float *bv = malloc(sizeof(float) * (size_t)bd[0]);
+        fill(bv, bd[0], -0.2f, 0.2f);
+        zci_tensor_make_const(&g->tensors[b[i]], bv);
+        data[b[i]] = bv;
+    }
+    int t[6];
+    for (int i = 1; i <= 5; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        t[i] = zci_graph_add_tensor(g, name, ZCI_TENSOR_ACTIVATION);
+    }
+    int y = zci_graph_add_tensor(g, "y", ZCI_TENSOR_ACTIVATION), z = zci_graph_add_tensor(g, "z", ZCI_TENSOR_ACTIVATION);
+    g->tensors[y].is_output = g->tensors[z].is_output = true;
+    const chain_node nodes[7] = {
+        {"A", "Conv", {x, w[0], b[0]}, 3, t[1], 1, 1, ZCI_ACT_NONE},
+        {"B", "Conv", {t[1], w[1], b[1]}, 3, t[2], 1, 0, ZCI_ACT_SILU},
+        {"D", "Conv", {t[1], w[2], b[2]}, 3, t[3], 32, 1, ZCI_ACT_NONE},
+        {"E", "Conv", {t[2], w[3], b[3], t[3]}, 4, t[4], 1, 1, ZCI_ACT_SILU},
+        {"C", "Concat", {t[4], t[3]}, 2, t[5], 0, 0, 0},
+        {"F", "Conv", {t[5], w[4], b[4]}, 3, y, 1, 0, ZCI_ACT_NONE},
+        {"R", "Relu", {t[5]}, 1, z, 0, 0, 0},
+    };
+    int count = with_reader ? 7 : 6;
+    g->order = malloc(sizeof(int) * 7);
+    for (int i = 0; i < count; i++) {
+        const chain_node *c = &nodes[i];
+        int ni = zci_graph_add_node(g, c->name, c->type, "", c->in, c->n_in, &c->out, 1);
+        zci_node *n = &g->nodes[ni];
+        n->op = zci_op_find("", c->type, 17);
+        if (!strcmp(c->type, "Conv")) {
+            n->attrs = calloc(2, sizeof *n->attrs);
+            n->n_attrs = 2;
+            n->attrs[0].name = zci_strdup("group");
+            n->attrs[0].type = ZCI_ATTR_INT;
+            n->attrs[0].i = c->group;
+            n->attrs[1].name = zci_strdup("pads");
+            n->attrs[1].type = ZCI_ATTR_INTS;
+            n->attrs[1].n = 4;
+            n->attrs[1].ints = malloc(4 * sizeof(int64_t));
+            for (int j = 0; j < 4; j++) n->attrs[1].ints[j] = c->pad;
+            CHECK_OK(zci_conv_set_fusion(g, n, (zci_activation)c->act, 0, 0, c->n_in == 4 ? 3 : -1, 0));
+        } else {
+            if (!strcmp(c->type, "Concat")) {
+                n->attrs = calloc(1, sizeof *n->attrs);
+                n->n_attrs = 1;
+                n->attrs[0].name = zci_strdup("axis");
+                n->attrs[0].type = ZCI_ATTR_INT;
+                n->attrs[0].i = 1;
+            }
+            CHECK_OK(n->op->infer(g, n));
+        }
+        g->tensors[c->out].producer = ni;
+        g->order[g->n_order++] = ni;
+        data[c->out] = malloc(zci_tensor_bytes(&g->tensors[c->out]));
+    }
+    int64_t yn = zci_tensor_numel(&g->tensors[y]);
+    float *want = malloc(sizeof(float) * (size_t)yn);
+    /* unprepared: the built-in kernels, plain everywhere */
+    for (int i = 0; i < count; i++) {
+        zci_kernel_ctx k = {.g = g, .n = &g->nodes[g->order[i]], .data = data, .nthreads = 2, .state = NULL};
+        CHECK_OK(k.n->op->cpu(&k));
+    }
+    memcpy(want, data[y], sizeof(float) * (size_t)yn);
+    int expect[6] = {0, 1, 1, !with_reader, !with_reader, !with_reader};
+#ifndef ZCI_HAVE_DNNL
+    memset(expect, 0, sizeof expect);
+#endif
+    for (int i = 1; i <= 5; i++)
+        CHECK((zci_conv_tensor_block(g, t[i]) > 0) == expect[i], "with_reader %d: t%d blocked is %d, expected %d",
+              with_reader, i, zci_conv_tensor_block(g, t[i]), expect[i]);
+    CHECK(zci_conv_tensor_block(g, x) == 0 && zci_conv_tensor_block(g, y) == 0, "x and y must stay plain");
+    void *state[7] = {0};
+    for (int i = 0; i < count; i++) {
+        zci_node *n = &g->nodes[g->order[i]];
+        if (n->op->cpu_prepare) CHECK_OK(n->op->cpu_prepare(g, n, 2, &state[i]));
+    }
+    for (int i = 0; i < count; i++) memset(data[nodes[i].out], 0xA5, zci_tensor_bytes(&g->tensors[nodes[i].out]));
+    for (int i = 0; i < count; i++) {
+        CHECK_OK(zci_kernel_run_once(g, &g->nodes[g->order[i]], data, 2, state[i]));
+    }
+    double e = rel_err(data[y], want, yn);
+    CHECK(e < 2e-5, "with_reader %d: the prepared graph differs from the built-in path: error %g", with_reader, e);
+    for (int i = 0; i < count; i++)
+        if (state[i]) g->nodes[g->order[i]].op->cpu_release(state[i]);
+    free(data[x]);
+    for (int i = 0; i < count; i++) free(data[nodes[i].out]);
+    free(want);
+    zci_graph_free(g);
 }
 
 /* ================================================================ GEMM */
@@ -655,6 +789,8 @@ int main(void)
 {
     test_conv_random(300);
     test_conv_refusals();
+    test_blocked_chain(0);
+    test_blocked_chain(1);
     test_gemm(300);
     test_matmul_broadcast();
     test_gemm_op();

@@ -1,7 +1,9 @@
 /* zcinfer: the command line tool. Uses only the public API (zcinfer.h).
  *   zcinfer info  MODEL                 inputs, outputs, op histogram, parameters, FLOPs
  *   zcinfer run   MODEL [--input N=F.npy]... [--output DIR]
- *   zcinfer bench MODEL [--iters N]     latency of the regular (and on CUDA the zero-copy) path */
+ *   zcinfer bench MODEL [--iters N]     latency of the regular (and on CUDA the zero-copy) path
+ *   zcinfer detect MODEL IMAGE... [--device cuda] [-o OUT] [--json]   YOLO detections, drawn
+ *   zcinfer build MODEL.onnx [-o MODEL.zce] [--device cuda] [--fp16] [--batch N]   engine file */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -145,8 +147,7 @@ static int cmd_info(int argc, char **argv)
 
 /* ---------------------------------------------------------------- run */
 
-/* Deterministic uniform [0, 1) floats (xorshift), so runs can be repeated. */
-static void fill_random(void *data, zci_dtype dt, size_t bytes, uint64_t *state)
+void cli_fill_random(void *data, zci_dtype dt, size_t bytes, uint64_t *state)
 {
     size_t n = bytes / (zci_dtype_size(dt) ? zci_dtype_size(dt) : 1);
     for (size_t i = 0; i < n; i++) {
@@ -261,7 +262,7 @@ static int cmd_run(int argc, char **argv)
         zci_session_input_info(s, i, &t);
         if (!in[i].data) {
             in[i] = (zci_binding){NULL, malloc(t.bytes ? t.bytes : 1), t.bytes};
-            fill_random(in[i].data, t.dtype, t.bytes, &seed);
+            cli_fill_random(in[i].data, t.dtype, t.bytes, &seed);
         }
     }
     for (int i = 0; i < n_out; i++) {
@@ -323,6 +324,8 @@ static void usage(FILE *f)
             "  info MODEL     inputs, outputs, op histogram, parameters, FLOPs\n"
             "  run MODEL      run once on .npy or random inputs, write .npy outputs\n"
             "  bench MODEL    measure latency and throughput\n"
+            "  build MODEL    plan once and write an engine file (-o MODEL.zce)\n"
+            "  detect MODEL IMAGE...  detect objects: print them and draw them on the image\n"
             "  version        print the library version\n",
             zci_version());
 }
@@ -337,6 +340,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "build")) return cmd_build(argc - 2, argv + 2);
+    if (!strcmp(cmd, "detect")) return cmd_detect(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("zcinfer %s\n", zci_version());
         return 0;

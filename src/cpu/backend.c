@@ -13,6 +13,7 @@ typedef struct cpu_ctx {
     void **data;   /* per tensor: its buffer (constants, arena slots; bound per run for I/O) */
     int *alias;    /* per tensor: the tensor whose storage a view output shares, or -1 */
     void **state;  /* per node: cpu_prepare's state */
+    void *workspace; /* the largest cpu_workspace of all nodes, shared: they run one at a time */
     int nthreads;
 } cpu_ctx;
 
@@ -27,6 +28,7 @@ static void cpu_release(zci_session *s)
         for (int i = 0; i < g->n_nodes; i++)
             if (c->state[i] && g->nodes[i].op && g->nodes[i].op->cpu_release) g->nodes[i].op->cpu_release(c->state[i]);
     free(c->arena);
+    free(c->workspace);
     free(c->data);
     free(c->alias);
     free(c->state);
@@ -91,6 +93,17 @@ static zci_status cpu_prepare(zci_session *s)
             if (st != ZCI_OK) st = zci_error_prefix(st, "%s", zci_node_desc(g, n));
         }
     }
+    size_t ws_bytes = 0;
+    for (int p = 0; st == ZCI_OK && p < g->n_order; p++) {
+        const zci_node *n = &g->nodes[g->order[p]];
+        size_t b = n->op->cpu_workspace ? n->op->cpu_workspace(c->state[g->order[p]]) : 0;
+        if (b > ws_bytes) ws_bytes = b;
+    }
+    if (st == ZCI_OK && ws_bytes) {
+        c->workspace = aligned_alloc(CPU_ALIGN, zci_align(ws_bytes, CPU_ALIGN));
+        if (!c->workspace) st = zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate the %zu-byte kernel workspace", ws_bytes);
+        zci_log(s->opts.verbose, "CPU kernel workspace (shared by all nodes): %.2f MB", ws_bytes / 1048576.0);
+    }
     free(size);
     free(offset);
     if (st != ZCI_OK) cpu_release(s);
@@ -116,7 +129,8 @@ static zci_status cpu_run(zci_session *s, const zci_run_args *a)
             c->data[n->out[0]] = c->data[n->in[0]];
             continue;
         }
-        zci_kernel_ctx k = {.g = g, .n = n, .data = c->data, .nthreads = c->nthreads, .state = c->state[ni]};
+        zci_kernel_ctx k = {.g = g, .n = n, .data = c->data, .nthreads = c->nthreads, .state = c->state[ni],
+                            .workspace = c->workspace};
         zci_status st = n->op->cpu(&k);
         if (st != ZCI_OK) return zci_error_prefix(st, "%s", zci_node_desc(g, n));
     }
@@ -137,4 +151,8 @@ const zci_backend_iface zci_cpu_backend = {
     /* .own_buffer = */ NULL,
     /* .synchronize = */ NULL,
     /* .release = */ cpu_release,
+    /* .describe_device = */ NULL,
+    /* .export_blob = */ NULL,
+    /* .prepare_with_blob = */ NULL,
+    /* .copy_own_buffer = */ NULL,
 };

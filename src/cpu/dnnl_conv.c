@@ -1,11 +1,20 @@
 /* dnnl_conv.c: convolutions through oneDNN (see dnnl_conv.h).
  *
- * Layout choice, measured on YOLOv5s's 60 convolutions (2 cores, AVX-512 EPYC, oneDNN 2.6):
- * letting the primitive pick its layout (format_tag_any: blocked nChw16c, "brgconv") and paying
- * a reorder in and out of the graph's NCHW each time beats plain NCHW in and out ("gemm:jit",
- * im2col + GEMM) on every layer, 1x1 ones included, and by far once SiLU is fused: gemm:jit
- * applies post-ops in a slow scalar pass, brgconv inside its JIT kernel. See
- * tests/bench_conv.c. */
+ * Layouts, measured on YOLOv5s's 60 convolutions (2 cores, AVX-512 EPYC, oneDNN 2.6; see
+ * tests/bench_conv.c): oneDNN's blocked kernels (brgconv, jit) with a reorder from and to the
+ * graph's NCHW around each convolution beat plain NCHW ("gemm:jit", im2col + GEMM) on every layer,
+ * 1x1 ones included, and by far once SiLU is fused (gemm:jit applies post-ops in a slow scalar
+ * pass). The reorders still cost about a fifth of the convolution time, hence the tensors conv.c
+ * keeps blocked between convolutions: where the graph's side is blocked the primitive's must be
+ * the same, elsewhere it is left to oneDNN ("any").
+ *
+ * The residual of the fused epilogue enters one of two ways:
+ *  - a binary-add post-op reading it where it lies, when its layout is the primitive's output
+ *    layout (both blocked), or after a reorder into the workspace when the output is blocked but
+ *    the residual is not. oneDNN 2.6's blocked jit kernels take "activation, then residual" only
+ *    this way (with a sum post-op they fall to the reference kernel);
+ *  - a sum post-op, the residual first reordered into the primitive's output, when everything is
+ *    plain on the graph's side (the layouts oneDNN picks for "any" are not known in advance). */
 #ifdef ZCI_HAVE_DNNL
 
 #include "cpu/dnnl_conv.h"
@@ -18,22 +27,31 @@
 #include <omp.h>
 #endif
 
+enum residual_mode {
+    RESIDUAL_NONE,
+    RESIDUAL_BINARY, /* binary-add post-op on res_mem (the residual, or its reordered copy) */
+    RESIDUAL_SUM,    /* residual reordered into the primitive's dst, then a sum post-op */
+};
+
 struct zci_dnnl_conv {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     dnnl_primitive_t conv;
-    dnnl_primitive_t src_reorder; /* plain x -> blocked src; NULL when the primitive reads x */
-    dnnl_primitive_t dst_reorder; /* blocked dst -> plain y; NULL when it writes y */
-    dnnl_primitive_t sum_reorder; /* plain residual -> the primitive's dst (sum post-op) */
+    dnnl_primitive_t src_reorder; /* x (graph layout) -> the primitive's src; NULL: it reads x */
+    dnnl_primitive_t dst_reorder; /* the primitive's dst -> y (graph layout); NULL: it writes y */
+    dnnl_primitive_t res_reorder; /* residual (graph layout) -> where the epilogue reads it */
     /* memories whose handle is set per run (the graph's buffers) */
     dnnl_memory_t x_mem, y_mem, bias_mem, sum_mem;
     /* the reordered weights, owned here */
     dnnl_memory_t weights_mem;
     void *weights_buf;
-    /* memories over the caller's workspace: blocked source and destination, scratchpad */
-    dnnl_memory_t src_mem, dst_mem, scratch_mem;
-    size_t src_off, dst_off, scratch_off, workspace_bytes;
-    int has_bias, has_sum;
+    /* memories over the caller's workspace: the primitive's src and dst when they differ from the
+     * graph's, the residual's copy, the scratchpad */
+    dnnl_memory_t src_mem, dst_mem, res_mem, scratch_mem;
+    size_t src_off, dst_off, res_off, scratch_off, workspace_bytes;
+    int has_bias;
+    int residual;    /* enum residual_mode */
+    int binary_arg;  /* the binary post-op's execution argument */
     int nthreads;
     char impl[64];
 };
@@ -81,6 +99,14 @@ static void threads_leave(int old)
 #endif
 }
 
+int zci_dnnl_block_size(void)
+{
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    if ((isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core) return 16;
+    if ((isa & (unsigned)dnnl_cpu_isa_avx2) == (unsigned)dnnl_cpu_isa_avx2) return 8;
+    return 0;
+}
+
 static dnnl_format_tag_t plain_tag(int ndims)
 {
     switch (ndims) {
@@ -112,10 +138,10 @@ static zci_status workspace_memory(const dnnl_memory_desc_t *md, dnnl_engine_t e
 }
 
 static zci_status make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_engine_t engine,
-                               dnnl_primitive_t *out)
+                               const_dnnl_primitive_attr_t attr, dnnl_primitive_t *out)
 {
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, NULL);
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
     if (s == dnnl_success) s = dnnl_primitive_create(out, pd);
     dnnl_primitive_desc_destroy(pd);
     return s == dnnl_success ? ZCI_OK : dnnl_fail(s, "reorder creation");
@@ -155,29 +181,90 @@ static int eltwise_alg(int act, dnnl_alg_kind_t *alg, float *alpha, float *beta,
 
 /* ---------------------------------------------------------------- creation */
 
-zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, int nthreads, zci_dnnl_conv **out)
+int zci_dnnl_conv_supported(const zci_conv_params *p)
 {
-    *out = NULL;
-    zci_status st = ZCI_OK;
     /* oneDNN 2.6's brgconv crashes (SIGSEGV in its JIT code) when a residual and an activation
      * are both fused and some output's window lies wholly in the padding (a pad as wide as the
-     * kernel's extent); such a convolution goes to the built-in kernels instead */
+     * kernel's extent) */
     if (p->sum_input >= 0 && p->activation != ZCI_ACT_NONE)
         for (int i = 0; i < p->w.nsp; i++) {
             int64_t extent = (p->w.kernel[i] - 1) * p->w.dilation[i] + 1;
-            if (p->w.pad_begin[i] >= extent || p->w.pad_end[i] >= extent)
-                return zci_error(ZCI_UNSUPPORTED, "oneDNN: a fused residual and activation with a pad as wide as "
-                                                  "the kernel (oneDNN 2.6 crashes on it)");
+            if (p->w.pad_begin[i] >= extent || p->w.pad_end[i] >= extent) return 0;
         }
+    return 1;
+}
+
+/* How the graph stores a 4-D activation: plain, or channel-blocked by `block`. */
+static dnnl_format_tag_t graph_tag(int ndims, int block)
+{
+    if (!block) return plain_tag(ndims);
+    return block == 16 ? dnnl_aBcd16b : dnnl_aBcd8b;
+}
+
+/* A fresh attribute with the epilogue as post-ops: oneDNN 2.6 keeps old post-ops when an
+ * attribute's are set again, so each attempt builds its own. */
+static zci_status epilogue_attr(const zci_conv_params *p, int residual, const dnnl_memory_desc_t *res_md,
+                                dnnl_primitive_attr_t *out, int *binary_index)
+{
+    zci_status st = ZCI_OK;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_alg_kind_t alg = dnnl_eltwise_relu;
+    float ea, eb;
+    int has_act = eltwise_alg(p->activation, &alg, &ea, &eb, p->act_alpha, p->act_beta);
+    int n = 0;
+    *binary_index = -1;
+    DNNL_TRY(dnnl_primitive_attr_create(&attr), "attribute creation");
+    DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode");
+    DNNL_TRY(dnnl_post_ops_create(&po), "post-op creation");
+    for (int pass = 0; pass < 2; pass++) {
+        /* residual then activation (sum_first), or activation then residual */
+        int residual_now = (pass == 0) == (p->sum_first != 0);
+        if (residual_now && residual == RESIDUAL_SUM) {
+            DNNL_TRY(dnnl_post_ops_append_sum(po, 1.0f), "sum post-op");
+            n++;
+        } else if (residual_now && residual == RESIDUAL_BINARY) {
+            DNNL_TRY(dnnl_post_ops_append_binary(po, dnnl_binary_add, res_md), "binary post-op");
+            *binary_index = n++;
+        } else if (!residual_now && has_act) {
+            DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, alg, ea, eb), "activation post-op");
+            n++;
+        }
+    }
+    DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
+done:
+    dnnl_post_ops_destroy(po);
+    if (st != ZCI_OK) {
+        dnnl_primitive_attr_destroy(attr);
+        attr = NULL;
+    }
+    *out = attr;
+    return st;
+}
+
+static int valid_block(int b) { return b == 0 || b == 8 || b == 16; }
+
+zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, int src_block, int dst_block,
+                                int res_block, int nthreads, zci_dnnl_conv **out)
+{
+    *out = NULL;
+    zci_status st = ZCI_OK;
+    if (!zci_dnnl_conv_supported(p))
+        return zci_error(ZCI_UNSUPPORTED, "oneDNN: a fused residual and activation with a pad as wide as the "
+                                          "kernel (oneDNN 2.6 crashes on it)");
+    int has_sum = p->sum_input >= 0;
+    if (!has_sum) res_block = 0;
+    if (!valid_block(src_block) || !valid_block(dst_block) || !valid_block(res_block) ||
+        ((src_block || dst_block || res_block) && p->w.nsp != 2))
+        return zci_error(ZCI_INTERNAL, "oneDNN convolution: channel blocks %d, %d, %d on a %d-D convolution",
+                         src_block, dst_block, res_block, p->w.nsp);
     zci_dnnl_conv *c = zci_calloc(1, sizeof *c, "oneDNN convolution");
     if (!c) return ZCI_OUT_OF_MEMORY;
     c->nthreads = nthreads < 1 ? 1 : nthreads;
     c->has_bias = p->has_bias;
-    c->has_sum = p->sum_input >= 0;
     int old_threads = threads_enter(c->nthreads);
 
     dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t post_ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_t w_plain_mem = NULL;
     dnnl_primitive_t w_reorder = NULL;
@@ -200,70 +287,81 @@ zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, 
         pad_r[i] = p->w.pad_end[i];
     }
 
-    dnnl_memory_desc_t src_any, dst_any, w_any, bias_md, src_plain, dst_plain, w_plain;
+    /* x_md, y_md, r_md: input, output and residual as the graph stores them. The primitive's own
+     * src and dst are left to oneDNN where the graph's side is plain, and blocked where it is
+     * blocked; with a blocked input or residual the output is computed blocked too (oneDNN 2.6
+     * otherwise picks mismatched layouts and its reference kernel), then reordered if need be. */
+    int block = src_block ? src_block : dst_block ? dst_block : res_block;
+    dnnl_memory_desc_t src_md, dst_md, w_any, bias_md, x_md, y_md, r_md, w_plain;
     DNNL_TRY(dnnl_engine_create(&c->engine, dnnl_cpu, 0), "engine creation");
     DNNL_TRY(dnnl_stream_create(&c->stream, c->engine, dnnl_stream_default_flags), "stream creation");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&src_plain, ndims, src_dims, dnnl_f32, plain_tag(ndims)), "descriptor");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dst_plain, ndims, dst_dims, dnnl_f32, plain_tag(ndims)), "descriptor");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&x_md, ndims, src_dims, dnnl_f32, graph_tag(ndims, src_block)), "descriptor");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&y_md, ndims, dst_dims, dnnl_f32, graph_tag(ndims, dst_block)), "descriptor");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&r_md, ndims, dst_dims, dnnl_f32, graph_tag(ndims, res_block)), "descriptor");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_plain, wd, w_dims, dnnl_f32, plain_tag(wd)), "descriptor");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&bias_md, 1, bias_dims, dnnl_f32, dnnl_a), "descriptor");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&src_any, ndims, src_dims, dnnl_f32, dnnl_format_tag_any), "descriptor");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dst_any, ndims, dst_dims, dnnl_f32, dnnl_format_tag_any), "descriptor");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&src_md, ndims, src_dims, dnnl_f32,
+                                          src_block ? graph_tag(ndims, src_block) : dnnl_format_tag_any),
+             "descriptor");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dst_md, ndims, dst_dims, dnnl_f32,
+                                          block ? graph_tag(ndims, block) : dnnl_format_tag_any),
+             "descriptor");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_any, wd, w_dims, dnnl_f32, dnnl_format_tag_any), "descriptor");
 
     dnnl_convolution_desc_t cd;
     DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
-                                                        &src_any, &w_any, p->has_bias ? &bias_md : NULL, &dst_any,
+                                                        &src_md, &w_any, p->has_bias ? &bias_md : NULL, &dst_md,
                                                         strides, dilates, pad_l, pad_r),
              "convolution descriptor");
 
-    /* the epilogue as post-ops, in the order conv.h defines */
-    DNNL_TRY(dnnl_primitive_attr_create(&attr), "attribute creation");
-    DNNL_TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode");
-    DNNL_TRY(dnnl_post_ops_create(&post_ops), "post-op creation");
-    dnnl_alg_kind_t alg;
-    float ea, eb;
-    int has_act = eltwise_alg(p->activation, &alg, &ea, &eb, p->act_alpha, p->act_beta);
-    if (c->has_sum && p->sum_first) DNNL_TRY(dnnl_post_ops_append_sum(post_ops, 1.0f), "sum post-op");
-    if (has_act) DNNL_TRY(dnnl_post_ops_append_eltwise(post_ops, 1.0f, alg, ea, eb), "activation post-op");
-    if (c->has_sum && !p->sum_first) DNNL_TRY(dnnl_post_ops_append_sum(post_ops, 1.0f), "sum post-op");
-    DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, post_ops), "post-ops");
-
+    /* the residual's way in: see the top of this file */
+    c->residual = !has_sum ? RESIDUAL_NONE : block ? RESIDUAL_BINARY : RESIDUAL_SUM;
+    dnnl_memory_desc_t res_md;
+    if (block) DNNL_TRY(dnnl_memory_desc_init_by_tag(&res_md, ndims, dst_dims, dnnl_f32, graph_tag(ndims, block)), "descriptor");
+    int binary_index;
+    if ((st = epilogue_attr(p, c->residual, &res_md, &attr, &binary_index)) != ZCI_OK) goto done;
     DNNL_TRY(dnnl_primitive_desc_create(&pd, &cd, attr, c->engine, NULL), "convolution");
     const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
-        snprintf(c->impl, sizeof c->impl, "%s", impl);
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl) impl = "";
+    snprintf(c->impl, sizeof c->impl, "%s", impl);
+    c->binary_arg = binary_index >= 0 ? (DNNL_ARG_ATTR_MULTIPLE_POST_OP(binary_index) | DNNL_ARG_SRC_1) : 0;
     DNNL_TRY(dnnl_primitive_create(&c->conv, pd), "convolution creation");
 
-    const dnnl_memory_desc_t *src_md = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-    const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    const dnnl_memory_desc_t *scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    const dnnl_memory_desc_t *psrc = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *pdst = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    const dnnl_memory_desc_t *pw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *pscratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
 
-    DNNL_TRY(dnnl_memory_create(&c->x_mem, &src_plain, c->engine, DNNL_MEMORY_NONE), "memory creation");
-    DNNL_TRY(dnnl_memory_create(&c->y_mem, &dst_plain, c->engine, DNNL_MEMORY_NONE), "memory creation");
+    DNNL_TRY(dnnl_memory_create(&c->x_mem, &x_md, c->engine, DNNL_MEMORY_NONE), "memory creation");
+    DNNL_TRY(dnnl_memory_create(&c->y_mem, &y_md, c->engine, DNNL_MEMORY_NONE), "memory creation");
     if (p->has_bias) DNNL_TRY(dnnl_memory_create(&c->bias_mem, &bias_md, c->engine, DNNL_MEMORY_NONE), "memory creation");
-    if (!dnnl_memory_desc_equal(src_md, &src_plain)) {
-        if ((st = workspace_memory(src_md, c->engine, &c->src_mem, &c->src_off, &c->workspace_bytes)) != ZCI_OK) goto done;
-        if ((st = make_reorder(&src_plain, src_md, c->engine, &c->src_reorder)) != ZCI_OK) goto done;
+    if (!dnnl_memory_desc_equal(psrc, &x_md)) {
+        if ((st = workspace_memory(psrc, c->engine, &c->src_mem, &c->src_off, &c->workspace_bytes)) != ZCI_OK) goto done;
+        if ((st = make_reorder(&x_md, psrc, c->engine, NULL, &c->src_reorder)) != ZCI_OK) goto done;
     }
-    if (!dnnl_memory_desc_equal(dst_md, &dst_plain)) {
-        if ((st = workspace_memory(dst_md, c->engine, &c->dst_mem, &c->dst_off, &c->workspace_bytes)) != ZCI_OK) goto done;
-        if ((st = make_reorder(dst_md, &dst_plain, c->engine, &c->dst_reorder)) != ZCI_OK) goto done;
+    if (!dnnl_memory_desc_equal(pdst, &y_md)) {
+        if ((st = workspace_memory(pdst, c->engine, &c->dst_mem, &c->dst_off, &c->workspace_bytes)) != ZCI_OK) goto done;
+        if ((st = make_reorder(pdst, &y_md, c->engine, NULL, &c->dst_reorder)) != ZCI_OK) goto done;
     }
-    if (c->has_sum) {
-        /* the sum post-op accumulates into dst: the residual must be in it before the run */
-        DNNL_TRY(dnnl_memory_create(&c->sum_mem, &dst_plain, c->engine, DNNL_MEMORY_NONE), "memory creation");
-        if ((st = make_reorder(&dst_plain, dst_md, c->engine, &c->sum_reorder)) != ZCI_OK) goto done;
+    if (has_sum) {
+        DNNL_TRY(dnnl_memory_create(&c->sum_mem, &r_md, c->engine, DNNL_MEMORY_NONE), "memory creation");
+        if (c->residual == RESIDUAL_SUM) {
+            /* the sum post-op accumulates into dst: the residual goes there before the run */
+            if ((st = make_reorder(&r_md, pdst, c->engine, NULL, &c->res_reorder)) != ZCI_OK) goto done;
+        } else if (!dnnl_memory_desc_equal(&r_md, &res_md)) {
+            if ((st = workspace_memory(&res_md, c->engine, &c->res_mem, &c->res_off, &c->workspace_bytes)) != ZCI_OK)
+                goto done;
+            if ((st = make_reorder(&r_md, &res_md, c->engine, NULL, &c->res_reorder)) != ZCI_OK) goto done;
+        }
     }
-    if (dnnl_memory_desc_get_size(scratch_md) > 0 &&
-        (st = workspace_memory(scratch_md, c->engine, &c->scratch_mem, &c->scratch_off, &c->workspace_bytes)) != ZCI_OK)
+    if (dnnl_memory_desc_get_size(pscratch) > 0 &&
+        (st = workspace_memory(pscratch, c->engine, &c->scratch_mem, &c->scratch_off, &c->workspace_bytes)) != ZCI_OK)
         goto done;
 
     /* weights: reordered once into the primitive's layout; the reorder only reads the source */
-    if ((st = owned_memory(w_md, c->engine, &c->weights_buf, &c->weights_mem)) != ZCI_OK) goto done;
+    if ((st = owned_memory(pw, c->engine, &c->weights_buf, &c->weights_mem)) != ZCI_OK) goto done;
     DNNL_TRY(dnnl_memory_create(&w_plain_mem, &w_plain, c->engine, (void *)weights), "memory creation");
-    if ((st = make_reorder(&w_plain, w_md, c->engine, &w_reorder)) != ZCI_OK) goto done;
+    if ((st = make_reorder(&w_plain, pw, c->engine, NULL, &w_reorder)) != ZCI_OK) goto done;
     if ((st = exec_reorder(w_reorder, c->stream, w_plain_mem, c->weights_mem)) != ZCI_OK) goto done;
     DNNL_TRY(dnnl_stream_wait(c->stream), "weight reorder");
 
@@ -271,7 +369,6 @@ done:
     dnnl_primitive_destroy(w_reorder);
     dnnl_memory_destroy(w_plain_mem);
     dnnl_primitive_desc_destroy(pd);
-    dnnl_post_ops_destroy(post_ops);
     dnnl_primitive_attr_destroy(attr);
     threads_leave(old_threads);
     if (st != ZCI_OK) {
@@ -295,26 +392,32 @@ zci_status zci_dnnl_conv_run(zci_dnnl_conv *c, const float *x, const float *bias
     char *ws = workspace;
     if (c->src_mem) DNNL_TRY(dnnl_memory_set_data_handle(c->src_mem, ws + c->src_off), "binding the workspace");
     if (c->dst_mem) DNNL_TRY(dnnl_memory_set_data_handle(c->dst_mem, ws + c->dst_off), "binding the workspace");
+    if (c->res_mem) DNNL_TRY(dnnl_memory_set_data_handle(c->res_mem, ws + c->res_off), "binding the workspace");
     if (c->scratch_mem)
         DNNL_TRY(dnnl_memory_set_data_handle(c->scratch_mem, ws + c->scratch_off), "binding the workspace");
     /* oneDNN takes non-const handles for every memory; it does not write x, bias or sum */
     DNNL_TRY(dnnl_memory_set_data_handle(c->x_mem, (void *)x), "binding the input");
     DNNL_TRY(dnnl_memory_set_data_handle(c->y_mem, y), "binding the output");
     if (c->has_bias) DNNL_TRY(dnnl_memory_set_data_handle(c->bias_mem, (void *)bias), "binding the bias");
+    if (c->sum_mem) DNNL_TRY(dnnl_memory_set_data_handle(c->sum_mem, (void *)sum), "binding the residual");
     dnnl_memory_t src = c->src_reorder ? c->src_mem : c->x_mem;
     dnnl_memory_t dst = c->dst_reorder ? c->dst_mem : c->y_mem;
     if (c->src_reorder && (st = exec_reorder(c->src_reorder, c->stream, c->x_mem, c->src_mem)) != ZCI_OK) goto done;
-    if (c->has_sum && !(dst == c->y_mem && sum == y)) {
-        DNNL_TRY(dnnl_memory_set_data_handle(c->sum_mem, (void *)sum), "binding the residual");
-        if ((st = exec_reorder(c->sum_reorder, c->stream, c->sum_mem, dst)) != ZCI_OK) goto done;
+    dnnl_memory_t res = c->sum_mem;
+    if (c->residual == RESIDUAL_SUM && !(sum == y && dst == c->y_mem)) {
+        if ((st = exec_reorder(c->res_reorder, c->stream, c->sum_mem, dst)) != ZCI_OK) goto done;
+    } else if (c->residual == RESIDUAL_BINARY && c->res_reorder) {
+        if ((st = exec_reorder(c->res_reorder, c->stream, c->sum_mem, c->res_mem)) != ZCI_OK) goto done;
+        res = c->res_mem;
     }
-    dnnl_exec_arg_t args[5];
+    dnnl_exec_arg_t args[6];
     int nargs = 0;
     args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, src};
     args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, c->weights_mem};
     args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, dst};
     if (c->has_bias) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->bias_mem};
     if (c->scratch_mem) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch_mem};
+    if (c->residual == RESIDUAL_BINARY) args[nargs++] = (dnnl_exec_arg_t){c->binary_arg, res};
     DNNL_TRY(dnnl_primitive_execute(c->conv, c->stream, nargs, args), "convolution");
     if (c->dst_reorder && (st = exec_reorder(c->dst_reorder, c->stream, c->dst_mem, c->y_mem)) != ZCI_OK) goto done;
     DNNL_TRY(dnnl_stream_wait(c->stream), "convolution");
@@ -333,13 +436,14 @@ void zci_dnnl_conv_free(zci_dnnl_conv *c)
     dnnl_primitive_destroy(c->conv);
     dnnl_primitive_destroy(c->src_reorder);
     dnnl_primitive_destroy(c->dst_reorder);
-    dnnl_primitive_destroy(c->sum_reorder);
+    dnnl_primitive_destroy(c->res_reorder);
     dnnl_memory_destroy(c->x_mem);
     dnnl_memory_destroy(c->y_mem);
     dnnl_memory_destroy(c->bias_mem);
     dnnl_memory_destroy(c->sum_mem);
     dnnl_memory_destroy(c->src_mem);
     dnnl_memory_destroy(c->dst_mem);
+    dnnl_memory_destroy(c->res_mem);
     dnnl_memory_destroy(c->weights_mem);
     dnnl_memory_destroy(c->scratch_mem);
     dnnl_stream_destroy(c->stream);

@@ -24,12 +24,23 @@ extern "C" {
 
 typedef struct zci_dnnl_conv zci_dnnl_conv;
 
+/* The channel block of the layout oneDNN's fast kernels use on this CPU (16 with AVX-512, 8
+ * with AVX2), 0 when there is none worth keeping tensors in. */
+int zci_dnnl_block_size(void);
+
+/* 0 for the convolutions zci_dnnl_conv_create declines whatever the layouts (a oneDNN defect
+ * they would hit), 1 otherwise. */
+int zci_dnnl_conv_supported(const zci_conv_params *p);
+
 /* Builds the convolution described by p (shapes, geometry, group, epilogue) with the given
- * weights (plain (M, C / group, kernel...) layout, read only here). `nthreads` is the thread
- * count for creation and for every run. ZCI_UNSUPPORTED when oneDNN has no implementation for
- * it (the caller falls back to the built-in kernels), ZCI_OUT_OF_MEMORY, or ZCI_INTERNAL with
- * oneDNN's status for anything else. */
-zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, int nthreads, zci_dnnl_conv **out);
+ * weights (plain (M, C / group, kernel...) layout, read only here). src_block, dst_block and
+ * res_block say how the graph stores the input, the output and the residual: 0 = plain
+ * (N, C, H, W), 8 or 16 = channel-blocked (N, C / B, H, W, B), 4-D only (conv.c decides which
+ * tensors are kept so). `nthreads` is the thread count for creation and for every run.
+ * ZCI_UNSUPPORTED when oneDNN has no implementation for it (the caller falls back to the
+ * built-in kernels), ZCI_OUT_OF_MEMORY, or ZCI_INTERNAL with oneDNN's status for anything else. */
+zci_status zci_dnnl_conv_create(const zci_conv_params *p, const float *weights, int src_block, int dst_block,
+                                int res_block, int nthreads, zci_dnnl_conv **out);
 
 /* Bytes of workspace zci_dnnl_conv_run needs (0: none). */
 size_t zci_dnnl_conv_workspace_size(const zci_dnnl_conv *c);

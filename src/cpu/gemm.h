@@ -41,8 +41,8 @@ typedef void (*zci_gemm_pack_b_fn)(const void *ctx, int64_t k0, int64_t kc, int6
                                    float *dst);
 
 /* Called once for each block of C whose value is final: rows [m0, m0 + mc), columns
- * [n0, n0 + nc), starting at c (= C + m0 * ldc + n0). Runs on the thread that computed it; blocks
- * never overlap. */
+ * [n0, n0 + nc), starting at c (= C + m0 * ldc + n0), while the block is still in cache. Blocks
+ * never overlap and together cover C; calls may come from several threads at once. */
 typedef void (*zci_gemm_epilogue_fn)(const void *ctx, float *c, int64_t ldc, int64_t m0, int64_t mc, int64_t n0,
                                      int64_t nc);
 

@@ -253,8 +253,9 @@ void cu_resolve_views(cu_ctx *c)
     for (int p = 0; p < g->n_order; p++) {
         const zci_node *n = &g->nodes[g->order[p]];
         if (!can_alias(g, n)) continue;
-        int x = n->in[0]; /* the view reinterprets NCHW bytes */
-        c->ptr[n->out[0]] = c->lay && c->lay[x] == CU_NHWC ? c->alt[x] : c->ptr[x];
+        int x = n->in[0]; /* the view reinterprets NCHW bytes, or NHWC ones through strides */
+        int nhwc_bytes = c->view_nhwc && c->view_nhwc[n->out[0]];
+        c->ptr[n->out[0]] = c->lay && c->lay[x] == CU_NHWC && !nhwc_bytes ? c->alt[x] : c->ptr[x];
     }
 }
 
@@ -315,6 +316,9 @@ static zci_status plan_io(cu_ctx *c)
     }
     return ZCI_OK;
 }
+
+/* conv.cu: compiles the fused convolutions' kernels in parallel (conv_fused.c). */
+void cu_conv_prewarm(cu_ctx *c);
 
 static zci_status prepare_nodes(cu_ctx *c)
 {
@@ -419,6 +423,7 @@ static void release_ctx(cu_ctx *c)
             if (cn->op && cn->op->release) cn->op->release(cn->state);
             else free(cn->state);
         }
+    cu_fused_plans_release(c);
     for (int i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i]);
     if (c->pinned) cudaFreeHost(c->pinned);
     if (c->cublas) cublasDestroy(c->cublas);
@@ -436,6 +441,7 @@ static void release_ctx(cu_ctx *c)
     free(c->alt);
     free(c->need_alt);
     free(c->alt_c);
+    free(c->view_nhwc);
     free(c->nodes);
     free(c->in_buf);
     free(c->out_buf);
@@ -498,8 +504,12 @@ static zci_status prepare_ctx(cu_ctx *c)
     ZCI_TRY(plan_memory(c));
     log_memory(c, "activation arena", &mem);
     cu_resolve_views(c);
+    cu_conv_prewarm(c);
     ZCI_TRY(prepare_nodes(c));
     log_memory(c, "node state", &mem);
+    if (c->convs_epilogue)
+        zci_log(c->verbose, "CUDA: %d of %d convolutions with an epilogue fused into one cuDNN graph", c->convs_fused,
+                c->convs_epilogue);
     ZCI_TRY(alloc_workspace(c));
     log_memory(c, "workspace", &mem);
     warm_threads(c);

@@ -1,5 +1,7 @@
 /* conv.cu: Conv through cuDNN, and the fused epilogue (bias, activation, residual) that a
- * graph pass may attach to it (ops/conv.h) run by one kernel of ours after the convolution.
+ * graph pass may attach to it (ops/conv.h). NHWC FP16 convolutions whose epilogue cuDNN can
+ * express run as one cuDNN graph (conv_fused.c); the others run the convolution, then one
+ * kernel of ours for the epilogue.
  *
  * Planning builds the descriptors once and chooses the algorithm once: cuDNN's heuristics by
  * default (instant), or cudnnFindConvolutionForwardAlgorithmEx timing every algorithm on the
@@ -35,6 +37,8 @@ struct conv_state {
     uint32_t inner;       /* spatial elements per channel */
     uint32_t channels;
     int epilogue;         /* anything to do after the convolution */
+    cu_fused_conv *fused; /* convolution and epilogue in one cuDNN graph, or NULL */
+    void *bias_fused;     /* the bias in the type the fused graph reads */
 };
 
 void release(void *p)
@@ -45,6 +49,7 @@ void release(void *p)
     if (s->y) cudnnDestroyTensorDescriptor(s->y);
     if (s->w) cudnnDestroyFilterDescriptor(s->w);
     if (s->conv) cudnnDestroyConvolutionDescriptor(s->conv);
+    cu_fused_conv_release(s->fused);
     free(s); /* bias: a cu_malloc allocation, freed with the session */
 }
 
@@ -283,6 +288,25 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
     CUDNN_TRY(cudnnSetConvolutionGroupCount(s->conv, (int)p->group));
     cudnnMathType_t math = dt == CUDNN_DATA_HALF ? CUDNN_TENSOR_OP_MATH : c->allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
     CUDNN_TRY(cudnnSetConvolutionMathType(s->conv, math));
+    const int epilogue = p->has_bias || p->activation != ZCI_ACT_NONE || p->sum_input >= 0;
+    c->convs_epilogue += epilogue;
+    const char *no_fuse = getenv("ZCI_CUDA_NO_FUSE");
+    if (s->nhwc && dt == CUDNN_DATA_HALF && epilogue && !(no_fuse && *no_fuse == '1')) {
+        /* the bias in FP16 first (the form cuDNN's fusion samples use), else FP32 */
+        const char *b32 = getenv("ZCI_CUDA_FUSE_BIAS32");
+        const int first_half = !(b32 && *b32 == '1');
+        for (int k = 0; k < 2 && !s->fused; k++) {
+            const int half = k == 0 ? first_half : !first_half;
+            ZCI_TRY(cu_fused_conv_build(c, n, half, kMaxWorkspace, &s->fused));
+            if (s->fused && p->has_bias)
+                ZCI_TRY(cu_upload_const(c, n->in[2], half ? ZCI_FLOAT16 : ZCI_FLOAT32, &s->bias_fused));
+            if (!p->has_bias) break; /* the bias type cannot matter */
+        }
+        if (s->fused) {
+            c->convs_fused++;
+            return ZCI_OK;
+        }
+    }
     ZCI_TRY(choose_algo(c, n, s, math));
     cu_need_workspace(c, s->ws);
     s->bias = NULL;
@@ -301,6 +325,12 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
 }
 
 } // namespace
+
+extern "C" void cu_conv_prewarm(cu_ctx *c)
+{
+    const char *no_fuse = getenv("ZCI_CUDA_NO_FUSE"), *b32 = getenv("ZCI_CUDA_FUSE_BIAS32");
+    if (c->fp16 && !(no_fuse && *no_fuse == '1')) cu_fused_prewarm(c, !(b32 && *b32 == '1'), kMaxWorkspace);
+}
 
 extern "C" zci_status cu_conv_supports(const cu_ctx *c, const zci_node *n) { return check(c, n); }
 
@@ -322,10 +352,15 @@ extern "C" void cu_conv_release(void *state) { release(state); }
 
 extern "C" zci_status cu_conv_launch(cu_ctx *c, const zci_node *n, void *state, cudaStream_t stream)
 {
-    const conv_state *s = (const conv_state *)state;
+    conv_state *s = (conv_state *)state;
     const int yt = n->out[0];
     const uint32_t count = (uint32_t)cu_numel(c, yt);
     if (!count) return ZCI_OK;
+    if (s->fused) {
+        const zci_conv_params *p = params(n);
+        return cu_fused_conv_launch(c, s->fused, cu_in(c, n, 0), s->w_krsc, s->bias_fused,
+                                    p->sum_input >= 0 ? cu_in(c, n, p->sum_input) : NULL, c->ptr[yt]);
+    }
     const float one = 1.f, zero = 0.f;
     void *y = c->ptr[yt];
     CUDNN_TRY(cudnnConvolutionForward(c->cudnn, &one, s->x, cu_in(c, n, 0), s->w, s->w_krsc ? s->w_krsc : cu_in(c, n, 1),

@@ -62,6 +62,8 @@ struct cu_ctx {
     void **alt;              /* per tensor: a copy in the other layout for the readers that need it, or NULL */
     unsigned char *need_alt; /* per tensor: some reader needs the other layout (layout.c) */
     int *alt_c;              /* per tensor: channels of an NHWC copy padded with zeros, or 0 */
+    unsigned char *view_nhwc; /* per tensor: a Reshape view (N, A, B, H, W) of an NHWC tensor (N, A*B, H, W)
+                                 whose readers (Transposes) read the NHWC bytes through strides (layout.c) */
     int *alias;              /* per tensor: tensor whose storage a view shares, or -1 */
     cu_node *nodes;          /* per graph node */
 
@@ -92,6 +94,10 @@ struct cu_ctx {
     cudaStream_t last_stream;
     int ran;                 /* done has been recorded at least once */
     cudaEvent_t chunk_ev[16]; /* regular path: D2H chunks the host may copy out */
+
+    struct cu_fused_plans *fused_plans; /* conv_fused.c's plans, shared by equal graphs */
+    int convs_fused;         /* convolutions planned as one cuDNN graph with their epilogue */
+    int convs_epilogue;      /* convolutions with an epilogue (fused or not) */
 };
 
 /* ---- layouts (layout.c) ----
@@ -132,6 +138,9 @@ static inline int cu_in_nhwc(const cu_ctx *c, const zci_node *n, int k)
 }
 /* 1 if node n runs in NHWC. */
 static inline int cu_nhwc(const cu_ctx *c, const zci_node *n) { return cu_node_of(c, n)->nhwc; }
+/* The element strides of a view_nhwc tensor t (5-D, N, A, B, H, W) in its source's NHWC bytes;
+ * 0 when t is no such view. */
+int cu_view_nhwc_strides(const cu_ctx *c, int t, int64_t *strides);
 /* Physical dims of 4-D tensor t in layout `nhwc` (N, H, W, C), else its dims as they are. */
 void cu_physical_dims(const zci_tensor *t, int nhwc, int64_t *dims);
 
@@ -210,6 +219,24 @@ void cu_broadcast_plan(const zci_tensor *in, const zci_tensor *out, cu_gather_pl
 /* y (N, H, W, cp) = x (N, C, H, W) with channels C..cp-1 zero, for elements of `esize` bytes. */
 zci_status cu_nchw_to_nhwc_pad(const void *x, void *y, int64_t n, int64_t c, int64_t hw, int64_t cp, size_t esize,
                                cudaStream_t s);
+
+/* ---- fused convolutions (conv_fused.c) ----
+ * A 2-D NHWC FP16 convolution with its epilogue (bias, ReLU/SiLU/Sigmoid, residual add) as one
+ * cuDNN backend-API graph. build leaves *out NULL (and returns ZCI_OK) when the epilogue has no
+ * cuDNN form or no engine runs the graph within max_ws bytes of workspace: the caller keeps its
+ * two-kernel path. The bias is read as FP16 (bias_half) or FP32. launch takes the buffers of
+ * this run. */
+typedef struct cu_fused_conv cu_fused_conv;
+typedef struct cu_fused_plans cu_fused_plans;
+zci_status cu_fused_conv_build(cu_ctx *c, const zci_node *n, int bias_half, size_t max_ws, cu_fused_conv **out);
+/* Compiles the fused kernels of every NHWC FP16 convolution in parallel before the nodes are
+ * prepared (conv_fused.c says why); failures only cost time. ZCI_CUDA_FUSE_PREWARM=0: off. */
+void cu_fused_prewarm(cu_ctx *c, int bias_half, size_t max_ws);
+zci_status cu_fused_conv_launch(cu_ctx *c, cu_fused_conv *f, const void *x, const void *w, const void *bias,
+                                const void *sum, void *y);
+void cu_fused_conv_release(cu_fused_conv *f);
+/* Frees the session's plans (after every node's state). */
+void cu_fused_plans_release(cu_ctx *c);
 
 /* ---- running (run.c) ---- */
 

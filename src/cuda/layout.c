@@ -6,7 +6,11 @@
  * node that produces it; model inputs and constants are NCHW. Where a reader needs the other
  * layout, the tensor gets a converted copy, made right after its producer runs (for model inputs
  * at the start of the run; for constants once, here). In YOLO-style networks that leaves one
- * conversion at the input and one per detection head. */
+ * conversion at the input.
+ *
+ * A detection head reshapes its convolution's output (N, A*B, H, W) to (N, A, B, H, W) and
+ * transposes that to (N, A, H, W, B). In NHWC the bytes are (N, H, W, A, B): the Transpose reads
+ * them through strides (view_nhwc), and the NCHW copy of the convolution's output is not made. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +101,41 @@ static void pad_channels(cu_ctx *c)
     }
 }
 
+/* View node n reshapes (N, C, H, W) to (N, A, B, H, W), A * B = C, and only Transposes read it. */
+static int channel_split_for_transposes(const cu_ctx *c, const zci_node *n)
+{
+    const zci_graph *g = c->g;
+    if (strcmp(n->op_type, "Reshape") || n->in[0] < 0 || n->out[0] < 0) return 0;
+    const zci_tensor *x = &g->tensors[n->in[0]], *y = &g->tensors[n->out[0]];
+    if (x->ndim != 4 || y->ndim != 5 || y->is_output) return 0;
+    if (y->dims[0] != x->dims[0] || y->dims[1] * y->dims[2] != x->dims[1] || y->dims[3] != x->dims[2] ||
+        y->dims[4] != x->dims[3])
+        return 0;
+    int readers = 0;
+    for (int p = 0; p < g->n_order; p++) {
+        const zci_node *r = &g->nodes[g->order[p]];
+        for (int k = 0; k < r->n_in; k++) {
+            if (r->in[k] != n->out[0]) continue;
+            if (k != 0 || strcmp(r->op_type, "Transpose") || !c->nodes[g->order[p]].op) return 0;
+            readers++;
+        }
+    }
+    return readers > 0;
+}
+
+int cu_view_nhwc_strides(const cu_ctx *c, int t, int64_t *strides)
+{
+    if (!c->view_nhwc || t < 0 || !c->view_nhwc[t]) return 0;
+    const zci_tensor *y = &c->g->tensors[t];
+    const int64_t A = y->dims[1], B = y->dims[2], H = y->dims[3], W = y->dims[4], C = A * B;
+    strides[0] = H * W * C;
+    strides[1] = B;
+    strides[2] = 1;
+    strides[3] = W * C;
+    strides[4] = C;
+    return 1;
+}
+
 zci_status cu_decide_layout(cu_ctx *c)
 {
     const zci_graph *g = c->g;
@@ -105,7 +144,8 @@ zci_status cu_decide_layout(cu_ctx *c)
     c->alt = zci_calloc((size_t)nt + 1, sizeof(void *), "layouts");
     c->need_alt = zci_calloc((size_t)nt + 1, 1, "layouts");
     c->alt_c = zci_calloc((size_t)nt + 1, sizeof(int), "layouts");
-    if (!c->lay || !c->alt || !c->need_alt || !c->alt_c) return ZCI_OUT_OF_MEMORY;
+    c->view_nhwc = zci_calloc((size_t)nt + 1, 1, "layouts");
+    if (!c->lay || !c->alt || !c->need_alt || !c->alt_c || !c->view_nhwc) return ZCI_OUT_OF_MEMORY;
     /* FP32 stays NCHW: cuDNN's FP32 kernels (FMA math, no tensor cores) need no transposes */
     if (!c->fp16 || getenv("ZCI_CUDA_NCHW")) return ZCI_OK;
     unsigned char *need = c->need_alt;
@@ -113,7 +153,10 @@ zci_status cu_decide_layout(cu_ctx *c)
         const zci_node *n = &g->nodes[g->order[p]];
         cu_node *cn = &c->nodes[g->order[p]];
         if (!cn->op) { /* an aliased view reinterprets its input's NCHW bytes */
-            if (n->in[0] >= 0 && c->lay[n->in[0]] == CU_NHWC) need[n->in[0]] = 1;
+            if (n->in[0] >= 0 && c->lay[n->in[0]] == CU_NHWC) {
+                if (channel_split_for_transposes(c, n)) c->view_nhwc[n->out[0]] = 1;
+                else need[n->in[0]] = 1;
+            }
             continue;
         }
         cn->nhwc = node_layout(c, n);
@@ -172,9 +215,11 @@ zci_status cu_plan_layout(cu_ctx *c)
         }
     }
     if (st == ZCI_OK && c->verbose) {
-        int nodes = 0;
+        int nodes = 0, views = 0;
         for (int p = 0; p < g->n_order; p++) nodes += c->nodes[g->order[p]].nhwc;
-        zci_log(1, "CUDA layout: %d of %d nodes run in NHWC, %d tensors converted", nodes, g->n_order, converted);
+        for (int t = 0; t < nt; t++) views += c->view_nhwc[t];
+        zci_log(1, "CUDA layout: %d of %d nodes run in NHWC, %d tensors converted, %d views read NHWC bytes", nodes,
+                g->n_order, converted, views);
     }
     return st;
 }

@@ -642,6 +642,23 @@ zci_status zci_cuda_read_tensor(zci_session *s, int t, void *host, size_t bytes)
     }
     if (st == ZCI_OK && tmp != host) xform_range(host, tmp, 0, (size_t)n, XF_F16_TO_F32);
     if (tmp != host) free(tmp);
+    int64_t vs[5];
+    if (st == ZCI_OK && cu_view_nhwc_strides(c, t, vs)) { /* a head's view of NHWC bytes: gathered */
+        size_t es = zci_dtype_size(x->dtype);
+        char *copy = zci_malloc(bytes ? bytes : 1, "tensor copy");
+        if (!copy) st = ZCI_OUT_OF_MEMORY;
+        const int64_t *d = x->dims;
+        size_t o = 0;
+        for (int64_t i0 = 0; copy && i0 < d[0]; i0++)
+            for (int64_t i1 = 0; i1 < d[1]; i1++)
+                for (int64_t i2 = 0; i2 < d[2]; i2++)
+                    for (int64_t i3 = 0; i3 < d[3]; i3++)
+                        for (int64_t i4 = 0; i4 < d[4]; i4++, o += es)
+                            memcpy(copy + o, (char *)host + (i0 * vs[0] + i1 * vs[1] + i2 * vs[2] + i3 * vs[3] + i4 * vs[4]) * es,
+                                   es);
+        if (copy) memcpy(host, copy, bytes);
+        free(copy);
+    }
     if (st == ZCI_OK && c->lay[t] == CU_NHWC) { /* to NCHW, in place through a copy */
         size_t es = zci_dtype_size(x->dtype);
         char *copy = zci_malloc(bytes ? bytes : 1, "tensor copy");

@@ -338,7 +338,8 @@ zci_status transpose_plan(const cu_ctx *c, const zci_node *n, cu_gather_plan *p)
     if (st != ZCI_OK) return st;
     if (perm && cnt != x->ndim) return zci_error(ZCI_INVALID_MODEL, "perm has %d entries for rank %d", cnt, x->ndim);
     int64_t strides[ZCI_MAX_DIMS];
-    cu_strides(x->dims, x->ndim, strides);
+    /* a detection head's view of an NHWC convolution output (layout.c): its bytes through strides */
+    if (!cu_view_nhwc_strides(c, n->in[0], strides)) cu_strides(x->dims, x->ndim, strides);
     memset(p, 0, sizeof *p);
     p->nd = x->ndim;
     for (int d = 0; d < x->ndim; d++) {

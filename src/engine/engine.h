@@ -26,9 +26,7 @@
  *                   and values, STRINGS count u32 and strings, TENSOR present u8 and a tensor
  *                   value: dtype u32, ndim u8, dims, byte count u64, bytes; other types: none)
  *   backend blob    byte count u64, bytes (export_blob's state; 0 bytes when none)
- *   checksum        u64: the XXH64 (seed 0) of the XXH64s (seed 0, u64 each) of every
- *                   ZCI_ENGINE_CHUNK bytes before it (the last chunk shorter; none for 0 bytes),
- *                   so that the chunks can be hashed in parallel
+ *   checksum        u64: XXH64 (seed 0) of every byte before it
  *
  * The checksum is the last 8 bytes in every format version, so damage is told apart from a
  * version change before anything else is read. The graph is the planned one: constants
@@ -52,7 +50,6 @@ extern "C" {
 #define ZCI_ENGINE_MAGIC "\x89ZCE\r\n\x1a\n"
 #define ZCI_ENGINE_MAGIC_SIZE 8
 #define ZCI_ENGINE_FORMAT 1
-#define ZCI_ENGINE_CHUNK ((size_t)1 << 20)
 
 /* 1 if the `size` bytes at `data` begin with the engine magic. */
 int zci_engine_detect(const void *data, size_t size);
@@ -88,13 +85,8 @@ void zci_engine_loaded_free(zci_engine_loaded *e);
  * engine file. `source` is recorded as the model it was built from (NULL = the graph's own). */
 zci_status zci_engine_encode(zci_session *s, const char *source, void **data, size_t *size);
 
-/* XXH64 of `size` bytes at `data`. */
+/* XXH64 of `size` bytes at `data` (the engine checksum, with seed 0). */
 uint64_t zci_xxh64(const void *data, size_t size, uint64_t seed);
-
-/* The engine checksum of `size` bytes at `data` (see the format above) into *sum, hashing
- * chunks on `nthreads` threads (0 = all cores). ZCI_OUT_OF_MEMORY for a file of more than
- * 64 MiB when its 8 bytes per MiB cannot be allocated. */
-zci_status zci_engine_checksum(const void *data, size_t size, int nthreads, uint64_t *sum);
 
 #ifdef __cplusplus
 }

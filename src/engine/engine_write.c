@@ -251,14 +251,8 @@ zci_status zci_engine_encode(zci_session *s, const char *source, void **data, si
         if (blob) put(&w, blob, blob_size);
         uint64_t total = (uint64_t)w.len + 8;
         if (!w.oom) memcpy(w.p + ZCI_ENGINE_MAGIC_SIZE + 8, &total, 8);
-        uint64_t sum = 0;
-        if (w.oom)
-            st = zci_error(ZCI_OUT_OF_MEMORY, "out of memory while encoding the engine (%zu bytes so far)", w.len);
-        else
-            st = zci_engine_checksum(w.p, w.len, s->opts.num_threads, &sum);
-        put_u64(&w, sum);
-        if (st == ZCI_OK && w.oom)
-            st = zci_error(ZCI_OUT_OF_MEMORY, "out of memory while encoding the engine (%zu bytes)", w.len);
+        put_u64(&w, w.oom ? 0 : zci_xxh64(w.p, w.len, 0));
+        if (w.oom) st = zci_error(ZCI_OUT_OF_MEMORY, "out of memory while encoding the engine (%zu bytes)", w.len);
     }
     free(blob);
     free(map);

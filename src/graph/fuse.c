@@ -4,6 +4,8 @@
  *   Conv -> Relu | LeakyRelu | Clip | HardSwish | Sigmoid
  *   Conv[+act] -> Add(conv, r)                   residual (YOLOv5 Bottleneck, ResNet)
  *   Conv + Add -> Relu                           ResNet's relu(x + conv(..)): sum_first = 1
+ *   Conv -> Reshape/Transpose/... -> Sigmoid     YOLO heads: an activation commutes with pure
+ *                                                data movement, so it moves into the Conv
  * A tensor is only fused away when nothing else reads it and it is not a graph output. */
 #include "graph/graph.h"
 #include "ops/conv.h"
@@ -139,6 +141,47 @@ static zci_status fuse_conv(zci_graph *g, int ci, bool *changed)
     return ZCI_OK;
 }
 
+static bool is_data_movement(const zci_node *n)
+{
+    return is_op(n, "Reshape") || is_op(n, "Transpose") || is_op(n, "Flatten") || is_op(n, "Squeeze") ||
+           is_op(n, "Unsqueeze") || is_op(n, "Identity");
+}
+
+/* Sigmoid(Move(...Move(Conv(x)))) -> Move(...Move(Conv_sigmoid(x))): walks up from an
+ * activation through single-reader data-movement nodes to a Conv without an epilogue, moves the
+ * activation into it and lets the last movement node produce the activation's output. */
+static zci_status hoist_activation(zci_graph *g, int ai, bool *changed)
+{
+    zci_node *act_node = &g->nodes[ai];
+    zci_activation act;
+    float alpha, beta;
+    if (!activation_of(g, act_node, &act, &alpha, &beta)) return ZCI_OK;
+    int t = act_node->in[0], last_move = -1;
+    for (int depth = 0; depth < 8; depth++) {
+        const zci_tensor *x = &g->tensors[t];
+        if (x->producer < 0 || x->is_output || x->n_consumers != 1 || x->dtype != ZCI_FLOAT32) return ZCI_OK;
+        zci_node *p = &g->nodes[x->producer];
+        if (is_data_movement(p)) {
+            if (last_move < 0) last_move = x->producer;
+            t = p->in[0];
+            continue;
+        }
+        if (last_move < 0 || !is_op(p, "Conv")) return ZCI_OK; /* a direct Conv -> act is fuse_conv's */
+        const zci_conv_params *cp = p->params;
+        if (!cp || cp->activation != ZCI_ACT_NONE || cp->sum_input >= 0) return ZCI_OK;
+        ZCI_TRY(zci_conv_set_fusion(g, p, act, alpha, beta, -1, 0));
+        zci_node *move = &g->nodes[last_move];
+        int old = move->out[0];
+        move->out[0] = act_node->out[0];
+        g->tensors[move->out[0]].producer = last_move;
+        g->tensors[old].producer = -1;
+        act_node->dead = true;
+        *changed = true;
+        return ZCI_OK;
+    }
+    return ZCI_OK;
+}
+
 zci_status zci_graph_fuse(zci_graph *g)
 {
     bool changed = true;
@@ -148,6 +191,7 @@ zci_status zci_graph_fuse(zci_graph *g)
         for (int p = 0; p < g->n_order && !changed; p++) {
             zci_node *n = &g->nodes[g->order[p]];
             if (!n->dead && is_op(n, "Conv")) ZCI_TRY(fuse_conv(g, g->order[p], &changed));
+            else if (!n->dead) ZCI_TRY(hoist_activation(g, g->order[p], &changed));
         }
         if (changed) ZCI_TRY(zci_graph_toposort(g));
     }

@@ -407,10 +407,7 @@ static zci_status fold_node(zci_graph *g, zci_node *n)
     }
     void *state = NULL;
     if (st == ZCI_OK && n->op->cpu_prepare) st = n->op->cpu_prepare(g, n, 1, &state);
-    if (st == ZCI_OK) {
-        zci_kernel_ctx k = {.g = g, .n = n, .data = data, .nthreads = 1, .state = state};
-        st = n->op->cpu(&k);
-    }
+    if (st == ZCI_OK) st = zci_kernel_run_once(g, n, data, 1, state);
     if (state && n->op->cpu_release) n->op->cpu_release(state);
     for (int o = 0; o < n->n_out; o++) {
         if (n->out[o] < 0) continue;

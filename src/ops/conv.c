@@ -2,7 +2,9 @@
  * optional bias, fused epilogue: see conv.h) and the window geometry the pooling ops share.
  *
  * CPU paths, chosen once at planning (cpu_prepare):
- *  - oneDNN (when built with it and the weights are constant): see cpu/dnnl_conv.c;
+ *  - oneDNN (when built with it, the weights are constant and the input is not): see
+ *    cpu/dnnl_conv.c. Tensors flowing between such convolutions stay channel-blocked (see "CPU
+ *    storage of activations" below);
  *  - built-in: each (image, group) is one GEMM, weights (M/G x C/G*kvol, packed once) times the
  *    image's patches. A pointwise conv (1x1, stride 1, no pads) multiplies the image itself;
  *    any other packs the patches straight from the image into the GEMM's B panels (implicit
@@ -162,15 +164,17 @@ static zci_status set_attr_float(zci_node *n, const char *name, float v)
 static zci_status conv_infer(zci_graph *g, zci_node *n)
 {
     zci_status st = ZCI_OK;
-    int sum_input = (int)zci_attr_int(n, ZCI_CONV_ATTR_SUM_INPUT, -1, &st);
+    int64_t sum_input64 = zci_attr_int(n, ZCI_CONV_ATTR_SUM_INPUT, -1, &st);
     int activation = (int)zci_attr_int(n, ZCI_CONV_ATTR_ACTIVATION, ZCI_ACT_NONE, &st);
     float act_alpha = zci_attr_float(n, ZCI_CONV_ATTR_ALPHA, 0.0f, &st);
     float act_beta = zci_attr_float(n, ZCI_CONV_ATTR_BETA, 0.0f, &st);
     int sum_first = (int)zci_attr_int(n, ZCI_CONV_ATTR_SUM_FIRST, 0, &st);
     if (st != ZCI_OK) return zci_error(st, "a zci_* fusion attribute has the wrong type");
-    if (sum_input != -1 && sum_input < 3)
-        return zci_error(ZCI_INVALID_MODEL, "attribute '%s' is %d: the residual must come after X, W and B",
-                         ZCI_CONV_ATTR_SUM_INPUT, sum_input);
+    /* checked as int64 before any arithmetic: a damaged engine file may hold any value */
+    if (sum_input64 != -1 && (sum_input64 < 3 || sum_input64 >= n->n_in))
+        return zci_error(ZCI_INVALID_MODEL, "attribute '%s' is %lld: the residual must be an input after X, W and B",
+                         ZCI_CONV_ATTR_SUM_INPUT, (long long)sum_input64);
+    int sum_input = (int)sum_input64;
     if (activation < 0 || activation >= ZCI_ACT_COUNT_)
         return zci_error(ZCI_INVALID_MODEL, "attribute '%s' is %d, not a zci_activation", ZCI_CONV_ATTR_ACTIVATION,
                          activation);
@@ -517,6 +521,138 @@ static void depthwise(const zci_conv_params *p, const geom3 *g, const float *x, 
     }
 }
 
+/* ================================================================ CPU storage of activations
+ * oneDNN's fast kernels work on channel-blocked tensors (N, C / B, H, W, B); reordering from and
+ * to the graph's NCHW around every convolution costs about a fifth of YOLOv5s's convolution time.
+ * So tensors that flow between oneDNN convolutions stay blocked: the producer writes them so and
+ * the readers read them so. The blocked set is the largest one in which every tensor
+ *  - is a float32 4-D activation, not a graph output, with channels a multiple of B (so its
+ *    bytes are as many as planned);
+ *  - is produced by a Conv run by oneDNN, or by a Concat of one image along the channels whose
+ *    inputs are all in the set (for one image, concatenating blocked tensors along the channels
+ *    is concatenating their bytes, which is what any Concat does for NCHW: it needs no change);
+ *  - is read only by Convs run by oneDNN as their input X, or as their residual when their X is
+ *    in the set too, and by such Concats whose output is in the set.
+ * It is found as a greatest fixpoint: every candidate in, then whatever breaks a rule out, until
+ * nothing changes. Producer and readers each compute it on the planned graph, and so agree. */
+
+extern const zci_op zci_op_Conv;
+
+#ifdef ZCI_HAVE_DNNL
+static int dnnl_disabled(void)
+{
+    const char *e = getenv("ZCI_CPU_NO_DNNL");
+    return e && *e && strcmp(e, "0");
+}
+
+/* Whether cpu_prepare gives node n (a Conv) to oneDNN: constant weights, an input computed at
+ * run time (constant folding runs the built-in kernels), and nothing oneDNN is known to fail on. */
+static int conv_on_dnnl(const zci_graph *g, const zci_node *n)
+{
+    const zci_conv_params *p = n->params;
+    if (!p || dnnl_disabled() || !ZCI_HAS_IN(n, 1)) return 0;
+    const zci_tensor *x = ZCI_IN(g, n, 0), *w = ZCI_IN(g, n, 1);
+    return w->kind == ZCI_TENSOR_CONSTANT && w->data && x->kind != ZCI_TENSOR_CONSTANT && zci_dnnl_conv_supported(p);
+}
+
+/* A Conv whose blocked form oneDNN runs with its fast kernels: 2-D, plain or depthwise groups. */
+static int blockable_conv(const zci_graph *g, const zci_node *n)
+{
+    if (n->op != &zci_op_Conv || !conv_on_dnnl(g, n)) return 0;
+    const zci_conv_params *p = n->params;
+    return p->w.nsp == 2 && (p->group == 1 || (p->in_ch == p->group && p->out_ch == p->group));
+}
+
+/* A Concat of one image along the channels of 4-D tensors. */
+static int channel_concat(const zci_graph *g, const zci_node *n)
+{
+    if (strcmp(n->op_type, "Concat") || *n->domain || n->n_out != 1 || n->out[0] < 0) return 0;
+    const zci_tensor *y = &g->tensors[n->out[0]];
+    zci_status st = ZCI_OK;
+    int64_t axis = zci_attr_int(n, "axis", 0, &st);
+    if (st != ZCI_OK || y->ndim != 4 || y->dims[0] != 1 || (axis != 1 && axis != -3)) return 0;
+    for (int k = 0; k < n->n_in; k++)
+        if (n->in[k] < 0) return 0;
+    return 1;
+}
+
+/* Fills set[t] (1: blocked) for every tensor; see above. */
+static void blocked_set(const zci_graph *g, int block, unsigned char *set)
+{
+    for (int t = 0; t < g->n_tensors; t++) {
+        const zci_tensor *x = &g->tensors[t];
+        set[t] = 0;
+        if (x->is_output || x->kind != ZCI_TENSOR_ACTIVATION || x->dtype != ZCI_FLOAT32 || x->ndim != 4 ||
+            x->producer < 0 || x->dims[1] % block)
+            continue;
+        const zci_node *pn = &g->nodes[x->producer];
+        set[t] = !pn->dead && pn->out[0] == t && (blockable_conv(g, pn) || channel_concat(g, pn));
+    }
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = 0; i < g->n_order; i++) {
+            const zci_node *n = &g->nodes[g->order[i]];
+            if (n->dead) continue;
+            int concat = channel_concat(g, n), conv = blockable_conv(g, n);
+            if (concat && set[n->out[0]])
+                for (int k = 0; k < n->n_in; k++)
+                    if (!set[n->in[k]]) {
+                        set[n->out[0]] = 0; /* a Concat's output is blocked only if all its inputs are */
+                        changed = 1;
+                        break;
+                    }
+            for (int k = 0; k < n->n_in; k++) {
+                int t = n->in[k];
+                if (t < 0 || !set[t]) continue;
+                int ok;
+                if (concat)
+                    ok = set[n->out[0]];
+                else if (conv && k == 0)
+                    ok = 1;
+                else if (conv && k == ((const zci_conv_params *)n->params)->sum_input)
+                    ok = n->in[0] >= 0 && set[n->in[0]];
+                else
+                    ok = 0;
+                if (!ok) {
+                    set[t] = 0;
+                    changed = 1;
+                }
+            }
+        }
+    }
+}
+
+#endif /* ZCI_HAVE_DNNL */
+
+/* The channel block of tensors a, b and c (-1 for none) into *ba, *bb, *bc. */
+static zci_status tensor_blocks(const zci_graph *g, int a, int b, int c, int *ba, int *bb, int *bc)
+{
+    *ba = *bb = *bc = 0;
+#ifdef ZCI_HAVE_DNNL
+    int block = zci_dnnl_block_size();
+    if (!block || dnnl_disabled()) return ZCI_OK;
+    unsigned char *set = zci_malloc((size_t)g->n_tensors + 1, "blocked tensor set");
+    if (!set) return ZCI_OUT_OF_MEMORY;
+    blocked_set(g, block, set);
+    *ba = a >= 0 && set[a] ? block : 0;
+    *bb = b >= 0 && set[b] ? block : 0;
+    *bc = c >= 0 && set[c] ? block : 0;
+    free(set);
+#else
+    (void)g;
+    (void)a;
+    (void)b;
+    (void)c;
+#endif
+    return ZCI_OK;
+}
+
+int zci_conv_tensor_block(const zci_graph *g, int t)
+{
+    int block, unused1, unused2;
+    return tensor_blocks(g, t, -1, -1, &block, &unused1, &unused2) == ZCI_OK ? block : -1;
+}
+
 /* Per-node state from cpu_prepare. */
 typedef struct conv_state {
 #ifdef ZCI_HAVE_DNNL
@@ -524,10 +660,9 @@ typedef struct conv_state {
 #endif
     zci_packed_a *packed; /* per group, NULL when the weights are not constant or depthwise */
     int64_t n_packed;
-    /* scratch memory of a run: oneDNN's (blocked copies, scratchpad) or the GEMM's for
-     * ws_threads threads. Each Conv node holds its own: the CPU op interface has no workspace
-     * shared by the nodes of a session, which would need only the largest of them. */
-    void *workspace;
+    /* scratch memory of a run, in the session's shared workspace (zci_op.cpu_workspace):
+     * oneDNN's (blocked copies, scratchpad) or the GEMM's for ws_threads threads */
+    size_t ws_bytes;
     int ws_threads;
 } conv_state;
 
@@ -535,7 +670,7 @@ static int is_depthwise(const zci_conv_params *p) { return p->group > 1 && p->in
 
 /* The built-in path; st may be NULL (nothing prepared). */
 static zci_status conv_builtin(const zci_conv_params *p, const float *x, const float *w, const float *bias,
-                               const float *sum, float *y, const conv_state *st, int nthreads)
+                               const float *sum, float *y, const conv_state *st, void *workspace, int nthreads)
 {
     geom3 g = make_geom3(&p->w);
     if (is_depthwise(p)) {
@@ -552,7 +687,7 @@ static zci_status conv_builtin(const zci_conv_params *p, const float *x, const f
     a.beta = 0.0f;
     a.ldc = g.out_plane;
     a.nthreads = nthreads;
-    if (st && st->workspace && nthreads <= st->ws_threads) a.workspace = st->workspace;
+    if (st && workspace && st->ws_bytes && nthreads <= st->ws_threads) a.workspace = workspace;
     for (int64_t img = 0; img < p->batch; img++) {
         for (int64_t gi = 0; gi < p->group; gi++) {
             const float *xg = x + (img * p->in_ch + gi * cg) * g.in_plane;
@@ -591,7 +726,7 @@ static zci_status conv_cpu(const zci_kernel_ctx *k)
     float *y = ZCI_KOUT_DATA(k, 0);
     const conv_state *st = k->state;
 #ifdef ZCI_HAVE_DNNL
-    if (st && st->dnnl) return zci_dnnl_conv_run(st->dnnl, x, bias, sum, y, st->workspace);
+    if (st && st->dnnl) return zci_dnnl_conv_run(st->dnnl, x, bias, sum, y, k->workspace);
 #endif
     if (sum && sum == y) {
         /* the built-in epilogue reads the residual after the GEMM wrote the output: an in-place
@@ -600,11 +735,11 @@ static zci_status conv_cpu(const zci_kernel_ctx *k)
         float *copy = zci_malloc(bytes ? bytes : 1, "Conv residual copy");
         if (!copy) return ZCI_OUT_OF_MEMORY;
         memcpy(copy, sum, bytes);
-        zci_status s = conv_builtin(p, x, w, bias, copy, y, st, k->nthreads);
+        zci_status s = conv_builtin(p, x, w, bias, copy, y, st, k->workspace, k->nthreads);
         free(copy);
         return s;
     }
-    return conv_builtin(p, x, w, bias, sum, y, st, k->nthreads);
+    return conv_builtin(p, x, w, bias, sum, y, st, k->workspace, k->nthreads);
 }
 
 /* ================================================================ prepare */
@@ -618,17 +753,8 @@ static void conv_release(void *state)
 #endif
     for (int64_t i = 0; i < s->n_packed; i++) zci_packed_a_free(&s->packed[i]);
     free(s->packed);
-    free(s->workspace);
     free(s);
 }
-
-#ifdef ZCI_HAVE_DNNL
-static int dnnl_disabled(void)
-{
-    const char *e = getenv("ZCI_CPU_NO_DNNL");
-    return e && *e && strcmp(e, "0");
-}
-#endif
 
 static zci_status conv_prepare(const zci_graph *g, const zci_node *n, int nthreads, void **state)
 {
@@ -641,20 +767,21 @@ static zci_status conv_prepare(const zci_graph *g, const zci_node *n, int nthrea
     if (!s) return ZCI_OUT_OF_MEMORY;
     zci_status st = ZCI_OK;
 #ifdef ZCI_HAVE_DNNL
-    if (!dnnl_disabled()) {
-        st = zci_dnnl_conv_create(p, w, nthreads, &s->dnnl);
+    if (conv_on_dnnl(g, n)) {
+        int src_block, dst_block, res_block;
+        st = tensor_blocks(g, n->in[0], n->out[0], p->sum_input >= 0 ? n->in[p->sum_input] : -1, &src_block,
+                           &dst_block, &res_block);
+        if (st == ZCI_OK) st = zci_dnnl_conv_create(p, w, src_block, dst_block, res_block, nthreads, &s->dnnl);
         if (st == ZCI_OK) {
-            size_t bytes = zci_dnnl_conv_workspace_size(s->dnnl);
-            if (bytes && !(s->workspace = aligned_alloc(64, zci_align(bytes, 64)))) {
-                conv_release(s);
-                return zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate a %zu-byte Conv workspace", bytes);
-            }
-            zci_log(g->verbose, "%s: oneDNN %s, %.2f MB workspace", zci_node_desc(g, n), zci_dnnl_conv_impl(s->dnnl),
-                    bytes / 1048576.0);
+            size_t bytes = s->ws_bytes = zci_dnnl_conv_workspace_size(s->dnnl);
+            zci_log(g->verbose, "%s: oneDNN %s, input %s, output %s%s, %.2f MB workspace", zci_node_desc(g, n),
+                    zci_dnnl_conv_impl(s->dnnl), src_block ? "blocked" : "plain", dst_block ? "blocked" : "plain",
+                    p->sum_input < 0 ? "" : res_block ? ", residual blocked" : ", residual plain", bytes / 1048576.0);
             *state = s;
             return ZCI_OK;
         }
-        if (st == ZCI_OUT_OF_MEMORY) {
+        if (st == ZCI_OUT_OF_MEMORY || src_block || dst_block || res_block) {
+            /* the neighbours keep their side of a blocked tensor blocked: no falling back */
             conv_release(s);
             return st;
         }
@@ -673,9 +800,7 @@ static zci_status conv_prepare(const zci_graph *g, const zci_node *n, int nthrea
             if (st == ZCI_OK) s->n_packed++;
         }
         if (st == ZCI_OK) {
-            size_t bytes = zci_sgemm_workspace_size(mg, g3.out_plane, kg, nthreads);
-            s->workspace = aligned_alloc(64, zci_align(bytes ? bytes : 64, 64));
-            if (!s->workspace) st = zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate a %zu-byte Conv workspace", bytes);
+            s->ws_bytes = zci_sgemm_workspace_size(mg, g3.out_plane, kg, nthreads);
             s->ws_threads = nthreads;
         }
     }
@@ -688,10 +813,16 @@ static zci_status conv_prepare(const zci_graph *g, const zci_node *n, int nthrea
 }
 
 /* clang-format off */
+static size_t conv_workspace(const void *state)
+{
+    const conv_state *s = state;
+    return s ? s->ws_bytes : 0;
+}
+
 const zci_op zci_op_Conv = {
-    /* .type = */ "Conv", /* .domain = */ "", /* .since = */ 1,
-    /* .infer = */ conv_infer, /* .cpu = */ conv_cpu,
-    /* .cpu_prepare = */ conv_prepare, /* .cpu_release = */ conv_release, /* .free_params = */ NULL,
-    /* .is_view = */ 0,
+    .type = "Conv", .domain = "", .since = 1,
+    .infer = conv_infer, .cpu = conv_cpu,
+    .cpu_prepare = conv_prepare, .cpu_release = conv_release,
+    .cpu_workspace = conv_workspace,
 };
 /* clang-format on */

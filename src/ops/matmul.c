@@ -260,12 +260,10 @@ static zci_status gemm_cpu(const zci_kernel_ctx *k)
 
 /* clang-format off */
 const zci_op zci_op_MatMul = {
-    /* .type = */ "MatMul", /* .domain = */ "", /* .since = */ 1,
-    /* .infer = */ matmul_infer, /* .cpu = */ matmul_cpu,
-    /* .cpu_prepare = */ NULL, /* .cpu_release = */ NULL, /* .free_params = */ NULL,
-    /* .is_view = */ 0,
+    .type = "MatMul", .domain = "", .since = 1,
+    .infer = matmul_infer, .cpu = matmul_cpu,
 };
 const zci_op zci_op_Gemm = {
-    "Gemm", "", 1, gemm_infer, gemm_cpu, NULL, NULL, NULL, 0,
+    .type = "Gemm", .domain = "", .since = 1, .infer = gemm_infer, .cpu = gemm_cpu,
 };
 /* clang-format on */

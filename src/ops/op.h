@@ -18,6 +18,9 @@ typedef struct zci_kernel_ctx {
     void *const *data;
     int nthreads;  /* threads the kernel may use (OpenMP) */
     void *state;   /* from the op's cpu_prepare, else NULL */
+    void *workspace; /* scratch shared by all nodes of a session: at least the op's
+                        cpu_workspace(state) bytes, 64-byte aligned, contents undefined; NULL
+                        when the op asks for none */
 } zci_kernel_ctx;
 
 typedef struct zci_op {
@@ -40,7 +43,15 @@ typedef struct zci_op {
     /* 1 if output 0 is input 0's bytes reinterpreted (Reshape, Flatten, Squeeze, Unsqueeze,
      * Identity): the executor aliases instead of copying. */
     int is_view;
+    /* Optional: bytes of run-time scratch the kernel needs, given its prepared state. The
+     * backend allocates the largest over all nodes once and hands it to every kernel as
+     * k->workspace: nodes run one after another, so one buffer serves all. NULL = none. */
+    size_t (*cpu_workspace)(const void *state);
 } zci_op;
+
+/* Runs node n's CPU kernel once with a workspace of its own (allocated for this call when the op
+ * asks for one): for constant folding and tests, where no session-wide workspace exists. */
+zci_status zci_kernel_run_once(const zci_graph *g, const zci_node *n, void *const *data, int nthreads, void *state);
 
 /* The op for (domain, op_type, opset), or NULL. */
 const zci_op *zci_op_find(const char *domain, const char *type, int opset);

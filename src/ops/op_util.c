@@ -68,3 +68,14 @@ zci_status zci_norm_axis(int64_t axis, int rank, int *out)
     *out = (int)(axis < 0 ? axis + rank : axis);
     return ZCI_OK;
 }
+
+zci_status zci_kernel_run_once(const zci_graph *g, const zci_node *n, void *const *data, int nthreads, void *state)
+{
+    size_t bytes = n->op->cpu_workspace ? n->op->cpu_workspace(state) : 0;
+    void *ws = bytes ? aligned_alloc(64, zci_align(bytes, 64)) : NULL;
+    if (bytes && !ws) return zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate a %zu-byte kernel workspace", bytes);
+    zci_kernel_ctx k = {.g = g, .n = n, .data = data, .nthreads = nthreads, .state = state, .workspace = ws};
+    zci_status st = n->op->cpu(&k);
+    free(ws);
+    return st;
+}

@@ -1,10 +1,11 @@
 /* pool.c: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (1 to 3 spatial dimensions).
  *
  * The window geometry (strides, dilations, pads, auto_pad, ceil_mode) is Conv's: see
- * zci_window_init in conv.h. Kernels work on output rows: for each kernel offset the span of
- * output columns whose input column is in bounds is computed once, so the inner loop is a plain
- * (and, at stride 1, contiguous) sweep the compiler vectorises. MaxPool also takes uint8 and
- * int8 (opset 12); its optional Indices output is not supported. */
+ * zci_window_init in conv.h. Kernels work on output rows, separably (see pool_row below): the
+ * window's input rows are combined first, then its columns, each sweep over the span of output
+ * columns whose input is in bounds, a plain (at stride 1 contiguous) loop the compiler
+ * vectorises. MaxPool also takes uint8 and int8 (opset 12); its optional Indices output is not
+ * supported. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -144,76 +145,133 @@ static int pool_threads(const win3 *g, int64_t rows, int nthreads)
     return work < PAR_MIN_WORK ? 1 : nthreads;
 }
 
-/* MaxPool for one element type: T the type, LOWEST the initial value. */
-#define ZCI_DEFINE_MAXPOOL_(name, T, LOWEST)                                                                       \
-    static void name(const win3 *g, int64_t planes, const T *x, T *y, int nthreads)                                \
-    {                                                                                                              \
-        const int64_t rows = planes * g->out[0] * g->out[1], ow = g->out[2];                                       \
-        const int64_t in_plane = g->in[0] * g->in[1] * g->in[2], out_plane = g->out[0] * g->out[1] * ow;          \
-        _Pragma("omp parallel for num_threads(pool_threads(g, rows, nthreads)) schedule(static)")                 \
-        for (int64_t r = 0; r < rows; r++) {                                                                       \
-            int64_t oy = r % g->out[1], oz = (r / g->out[1]) % g->out[0], plane = r / (g->out[1] * g->out[0]);    \
-            const T *xp = x + plane * in_plane;                                                                    \
-            T *row = y + plane * out_plane + (oz * g->out[1] + oy) * ow;                                          \
-            for (int64_t ox = 0; ox < ow; ox++) row[ox] = LOWEST;                                                  \
-            for (int64_t kz = 0; kz < g->k[0]; kz++) {                                                             \
-                int64_t iz = oz * g->s[0] - g->pb[0] + kz * g->d[0];                                               \
-                if (iz < 0 || iz >= g->in[0]) continue;                                                            \
-                for (int64_t ky = 0; ky < g->k[1]; ky++) {                                                         \
-                    int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];                                           \
-                    if (iy < 0 || iy >= g->in[1]) continue;                                                        \
-                    const T *xr = xp + (iz * g->in[1] + iy) * g->in[2];                                            \
-                    for (int64_t kx = 0; kx < g->k[2]; kx++) {                                                     \
-                        int64_t off = kx * g->d[2] - g->pb[2], lo, hi, sx = g->s[2];                               \
-                        valid_span(off, sx, g->in[2], ow, &lo, &hi);                                               \
-                        if (sx == 1) {                                                                             \
-                            const T *xs = xr + off;                                                                \
-                            for (int64_t ox = lo; ox < hi; ox++) row[ox] = xs[ox] > row[ox] ? xs[ox] : row[ox];    \
-                        } else {                                                                                   \
-                            for (int64_t ox = lo; ox < hi; ox++) {                                                 \
-                                T v = xr[ox * sx + off];                                                           \
-                                row[ox] = v > row[ox] ? v : row[ox];                                               \
-                            }                                                                                      \
-                        }                                                                                          \
-                    }                                                                                              \
-                }                                                                                                  \
-            }                                                                                                      \
-        }                                                                                                          \
+/* pool_row: a window is separable: each output row first combines the in-bounds input rows of its window
+ * into one row of the input's width (on the stack, up to ROW_MAX floats), then combines that
+ * row's taps, kd * kh + kw sweeps instead of kd * kh * kw. The spans of output columns each
+ * kernel column reads in bounds depend on the column only: computed once per call (up to
+ * MAX_TAPS columns, else per row). */
+#define ROW_MAX 4096
+#define MAX_TAPS 64
+
+typedef struct col_spans {
+    int n;                     /* kernel columns with a precomputed span, 0: compute per row */
+    int64_t lo[MAX_TAPS], hi[MAX_TAPS], off[MAX_TAPS];
+} col_spans;
+
+static void col_spans_init(const win3 *g, col_spans *cs)
+{
+    cs->n = g->k[2] <= MAX_TAPS ? (int)g->k[2] : 0;
+    for (int kx = 0; kx < cs->n; kx++) {
+        cs->off[kx] = kx * g->d[2] - g->pb[2];
+        valid_span(cs->off[kx], g->s[2], g->in[2], g->out[2], &cs->lo[kx], &cs->hi[kx]);
+    }
+}
+
+static void col_span(const win3 *g, const col_spans *cs, int64_t kx, int64_t *off, int64_t *lo, int64_t *hi)
+{
+    if (kx < cs->n) {
+        *off = cs->off[kx];
+        *lo = cs->lo[kx];
+        *hi = cs->hi[kx];
+    } else {
+        *off = kx * g->d[2] - g->pb[2];
+        valid_span(*off, g->s[2], g->in[2], g->out[2], lo, hi);
+    }
+}
+
+/* One output row of a pool for one element type: T the type, INIT the neutral value, COMBINE the
+ * reduction (max or +). row receives the reduction over the window (no divisor). */
+#define ZCI_DEFINE_POOL_ROW_(name, T, INIT, COMBINE)                                                             \
+    static void name(const win3 *g, const col_spans *cs, const T *xp, int64_t oz, int64_t oy, T *row)             \
+    {                                                                                                            \
+        const int64_t ow = g->out[2], iw = g->in[2], sx = g->s[2];                                               \
+        const T *rows[MAX_TAPS];                                                                                 \
+        int nrows = 0, separable = iw <= ROW_MAX;                                                                \
+        for (int64_t kz = 0; kz < g->k[0]; kz++) {                                                               \
+            int64_t iz = oz * g->s[0] - g->pb[0] + kz * g->d[0];                                                 \
+            if (iz < 0 || iz >= g->in[0]) continue;                                                              \
+            for (int64_t ky = 0; ky < g->k[1]; ky++) {                                                           \
+                int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];                                             \
+                if (iy < 0 || iy >= g->in[1]) continue;                                                          \
+                if (nrows < MAX_TAPS) rows[nrows] = xp + (iz * g->in[1] + iy) * iw;                              \
+                nrows++;                                                                                         \
+            }                                                                                                    \
+        }                                                                                                        \
+        if (nrows > MAX_TAPS) separable = 0;                                                                     \
+        for (int64_t ox = 0; ox < ow; ox++) row[ox] = INIT;                                                      \
+        if (separable) {                                                                                         \
+            T tmp[ROW_MAX];                                                                                      \
+            for (int64_t ix = 0; ix < iw; ix++) tmp[ix] = INIT;                                                  \
+            for (int r = 0; r < nrows; r++) {                                                                    \
+                const T *xr = rows[r];                                                                           \
+                for (int64_t ix = 0; ix < iw; ix++) tmp[ix] = COMBINE(tmp[ix], xr[ix]);                          \
+            }                                                                                                    \
+            if (!nrows) return;                                                                                  \
+            for (int64_t kx = 0; kx < g->k[2]; kx++) {                                                           \
+                int64_t off, lo, hi;                                                                             \
+                col_span(g, cs, kx, &off, &lo, &hi);                                                             \
+                if (sx == 1) {                                                                                   \
+                    const T *ts = tmp + off;                                                                     \
+                    for (int64_t ox = lo; ox < hi; ox++) row[ox] = COMBINE(row[ox], ts[ox]);                     \
+                } else {                                                                                         \
+                    for (int64_t ox = lo; ox < hi; ox++) row[ox] = COMBINE(row[ox], tmp[ox * sx + off]);         \
+                }                                                                                                \
+            }                                                                                                    \
+            return;                                                                                              \
+        }                                                                                                        \
+        for (int64_t kz = 0; kz < g->k[0]; kz++) {                                                               \
+            int64_t iz = oz * g->s[0] - g->pb[0] + kz * g->d[0];                                                 \
+            if (iz < 0 || iz >= g->in[0]) continue;                                                              \
+            for (int64_t ky = 0; ky < g->k[1]; ky++) {                                                           \
+                int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];                                             \
+                if (iy < 0 || iy >= g->in[1]) continue;                                                          \
+                const T *xr = xp + (iz * g->in[1] + iy) * iw;                                                    \
+                for (int64_t kx = 0; kx < g->k[2]; kx++) {                                                       \
+                    int64_t off, lo, hi;                                                                         \
+                    col_span(g, cs, kx, &off, &lo, &hi);                                                         \
+                    for (int64_t ox = lo; ox < hi; ox++) row[ox] = COMBINE(row[ox], xr[ox * sx + off]);          \
+                }                                                                                                \
+            }                                                                                                    \
+        }                                                                                                        \
     }
 
-ZCI_DEFINE_MAXPOOL_(maxpool_f32, float, -INFINITY)
-ZCI_DEFINE_MAXPOOL_(maxpool_u8, uint8_t, 0)
-ZCI_DEFINE_MAXPOOL_(maxpool_i8, int8_t, INT8_MIN)
+#define ZCI_MAX_(a, b) ((b) > (a) ? (b) : (a))
+#define ZCI_ADD_(a, b) ((a) + (b))
+ZCI_DEFINE_POOL_ROW_(max_row_f32, float, -INFINITY, ZCI_MAX_)
+ZCI_DEFINE_POOL_ROW_(max_row_u8, uint8_t, 0, ZCI_MAX_)
+ZCI_DEFINE_POOL_ROW_(max_row_i8, int8_t, INT8_MIN, ZCI_MAX_)
+ZCI_DEFINE_POOL_ROW_(sum_row_f32, float, 0.0f, ZCI_ADD_)
+
+/* MaxPool over every output row for one element type. */
+#define ZCI_DEFINE_MAXPOOL_(name, row_fn, T)                                                                     \
+    static void name(const win3 *g, int64_t planes, const T *x, T *y, int nthreads)                              \
+    {                                                                                                            \
+        const int64_t rows = planes * g->out[0] * g->out[1], ow = g->out[2];                                     \
+        const int64_t in_plane = g->in[0] * g->in[1] * g->in[2], out_plane = g->out[0] * g->out[1] * ow;        \
+        col_spans cs;                                                                                            \
+        col_spans_init(g, &cs);                                                                                  \
+        _Pragma("omp parallel for num_threads(pool_threads(g, rows, nthreads)) schedule(static)")               \
+        for (int64_t r = 0; r < rows; r++) {                                                                     \
+            int64_t oy = r % g->out[1], oz = (r / g->out[1]) % g->out[0], plane = r / (g->out[1] * g->out[0]);  \
+            row_fn(g, &cs, x + plane * in_plane, oz, oy, y + plane * out_plane + (oz * g->out[1] + oy) * ow);   \
+        }                                                                                                        \
+    }
+
+ZCI_DEFINE_MAXPOOL_(maxpool_f32, max_row_f32, float)
+ZCI_DEFINE_MAXPOOL_(maxpool_u8, max_row_u8, uint8_t)
+ZCI_DEFINE_MAXPOOL_(maxpool_i8, max_row_i8, int8_t)
 
 static void avgpool_f32(const win3 *g, int64_t planes, int count_include_pad, const float *x, float *y, int nthreads)
 {
     const int64_t rows = planes * g->out[0] * g->out[1], ow = g->out[2];
     const int64_t in_plane = g->in[0] * g->in[1] * g->in[2], out_plane = g->out[0] * g->out[1] * ow;
+    col_spans cs;
+    col_spans_init(g, &cs);
 #pragma omp parallel for num_threads(pool_threads(g, rows, nthreads)) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         int64_t oy = r % g->out[1], oz = (r / g->out[1]) % g->out[0], plane = r / (g->out[1] * g->out[0]);
-        const float *xp = x + plane * in_plane;
         float *row = y + plane * out_plane + (oz * g->out[1] + oy) * ow;
-        for (int64_t ox = 0; ox < ow; ox++) row[ox] = 0.0f;
-        for (int64_t kz = 0; kz < g->k[0]; kz++) {
-            int64_t iz = oz * g->s[0] - g->pb[0] + kz * g->d[0];
-            if (iz < 0 || iz >= g->in[0]) continue;
-            for (int64_t ky = 0; ky < g->k[1]; ky++) {
-                int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];
-                if (iy < 0 || iy >= g->in[1]) continue;
-                const float *xr = xp + (iz * g->in[1] + iy) * g->in[2];
-                for (int64_t kx = 0; kx < g->k[2]; kx++) {
-                    int64_t off = kx * g->d[2] - g->pb[2], lo, hi, sx = g->s[2];
-                    valid_span(off, sx, g->in[2], ow, &lo, &hi);
-                    if (sx == 1) {
-                        const float *xs = xr + off;
-                        for (int64_t ox = lo; ox < hi; ox++) row[ox] += xs[ox];
-                    } else {
-                        for (int64_t ox = lo; ox < hi; ox++) row[ox] += xr[ox * sx + off];
-                    }
-                }
-            }
-        }
+        sum_row_f32(g, &cs, x + plane * in_plane, oz, oy, row);
         /* the divisor counts the taps inside the input, or with count_include_pad inside the
          * padded input (a ceil_mode window may still reach beyond that) */
         int64_t cz, cy;
@@ -291,18 +349,16 @@ static zci_status globalavg_cpu(const zci_kernel_ctx *k) { return global_cpu(k, 
 
 /* clang-format off */
 const zci_op zci_op_MaxPool = {
-    /* .type = */ "MaxPool", /* .domain = */ "", /* .since = */ 1,
-    /* .infer = */ maxpool_infer, /* .cpu = */ maxpool_cpu,
-    /* .cpu_prepare = */ NULL, /* .cpu_release = */ NULL, /* .free_params = */ NULL,
-    /* .is_view = */ 0,
+    .type = "MaxPool", .domain = "", .since = 1,
+    .infer = maxpool_infer, .cpu = maxpool_cpu,
 };
 const zci_op zci_op_AveragePool = {
-    "AveragePool", "", 1, avgpool_infer, avgpool_cpu, NULL, NULL, NULL, 0,
+    .type = "AveragePool", .domain = "", .since = 1, .infer = avgpool_infer, .cpu = avgpool_cpu,
 };
 const zci_op zci_op_GlobalAveragePool = {
-    "GlobalAveragePool", "", 1, global_infer, globalavg_cpu, NULL, NULL, NULL, 0,
+    .type = "GlobalAveragePool", .domain = "", .since = 1, .infer = global_infer, .cpu = globalavg_cpu,
 };
 const zci_op zci_op_GlobalMaxPool = {
-    "GlobalMaxPool", "", 1, global_infer, globalmax_cpu, NULL, NULL, NULL, 0,
+    .type = "GlobalMaxPool", .domain = "", .since = 1, .infer = global_infer, .cpu = globalmax_cpu,
 };
 /* clang-format on */
