@@ -14,7 +14,10 @@
 # references for three seeds (tests/models/ort_run.py); test_gpu_api (API behaviour, memory,
 # first-inference time); test_gpu_models (every model against onnxruntime in FP32 and FP16, all
 # ways in); compute-sanitizer memcheck on a short run; `zcinfer bench` on yolov5s (FP32, FP16,
-# FP16 batch 32) and the PyTorch peers. Logs go to /tmp/zci_logs, packed at the end into
+# FP16 batch 32) and the PyTorch peers; the vision stage (GPU preprocessing and NMS against the
+# CPU, detector accuracy through the CUDA path), engine files and the seed's C API on the GPU.
+# The build folder holds zcinfer, tests/gpu/* and tests/{test_vision_gpu,test_detect_accuracy,
+# test_engine,test_compat}. Logs go to /tmp/zci_logs, packed at the end into
 # $OUT/gpu_logs.tgz when $OUT is set. Exits non-zero when a test or the sanitizer fails; the
 # benchmarks and peers only report.
 set -u
@@ -147,6 +150,20 @@ elif [ -x "$SANITIZER" ]; then
 else
     echo "compute-sanitizer not found"; status=1
 fi
+
+# ---- the vision stage, engine files and the seed's C API on the GPU (issues 4 and 5)
+FIX=/tmp/zci_fixtures
+$PY tests/fixtures/make_fixtures.py $FIX >/dev/null 2>&1
+for t in test_vision_gpu test_detect_accuracy test_engine test_compat; do
+    [ -x "$BUILD/tests/$t" ] || { echo "gpu_tests.sh: $BUILD/tests/$t missing"; status=1; }
+done
+STEP_TIMEOUT=120 step test_vision_gpu "$BUILD/tests/test_vision_gpu" || status=1
+STEP_TIMEOUT=120 step detect_accuracy_cuda "$BUILD/tests/test_detect_accuracy" models/shapes_detector.onnx --device cuda || status=1
+STEP_TIMEOUT=150 step test_engine_cuda "$BUILD/tests/test_engine" $FIX $MODELS yolov5s cuda || status=1
+STEP_TIMEOUT=120 step test_compat_gpu "$BUILD/tests/test_compat" $MODELS || status=1
+for f in test_vision_gpu detect_accuracy_cuda test_engine_cuda test_compat_gpu; do
+    echo "== $f"; grep -vE "^PASS" "$LOG/$f.log" | tail -n 14
+done
 
 if [ $PROFILE = 1 ]; then
     step profile_fp16 "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s.onnx --fp16 --iters 50 --top 30
