@@ -186,18 +186,21 @@ ZCI_API zci_status zci_session_create_from_memory(const void *data, size_t size,
  * session's queued device work to finish first. */
 ZCI_API void zci_session_destroy(zci_session *session);
 
-/* Number of model inputs (outputs); 0 for a NULL session. */
+/* Number of model inputs; 0 for a NULL session. */
 ZCI_API int zci_session_input_count(const zci_session *session);
+/* Number of model outputs; 0 for a NULL session. */
 ZCI_API int zci_session_output_count(const zci_session *session);
 
 /* Describes input (output) `index` in *info. The shape is the planned one: symbolic batch
  * dimensions are replaced by opts->batch. For a CUDA session with fp16_io, float tensors are
  * reported as ZCI_FLOAT16. Returns ZCI_INVALID_ARGUMENT for a NULL argument or a bad index. */
 ZCI_API zci_status zci_session_input_info(const zci_session *session, int index, zci_tensor_info *info);
+/* Describes output `index` in *info, as zci_session_input_info does for inputs. */
 ZCI_API zci_status zci_session_output_info(const zci_session *session, int index, zci_tensor_info *info);
 
-/* Index of the input (output) called `name`, or -1 if there is none (or an argument is NULL). */
+/* Index of the input called `name`, or -1 if there is none (or an argument is NULL). */
 ZCI_API int zci_session_input_index(const zci_session *session, const char *name);
+/* Index of the output called `name`, or -1 if there is none (or an argument is NULL). */
 ZCI_API int zci_session_output_index(const zci_session *session, const char *name);
 
 /* The device the session runs on. */
@@ -279,14 +282,17 @@ ZCI_API zci_status zci_run_simple(zci_session *session, const float *input, size
  * On a CPU session both return ZCI_UNSUPPORTED. */
 ZCI_API zci_status zci_run_device(zci_session *session, const zci_binding *inputs, int n_inputs,
                                   const zci_binding *outputs, int n_outputs, void *stream);
+/* As zci_run_device, but returns as soon as the work is queued on the stream (see above). */
 ZCI_API zci_status zci_run_device_async(zci_session *session, const zci_binding *inputs, int n_inputs,
                                         const zci_binding *outputs, int n_outputs, void *stream);
 
-/* The session's own device buffer for input (output) `index`: a CUDA device pointer valid for
+/* The session's own device buffer for input `index`: a CUDA device pointer valid for
  * the session's life, holding `info` (zci_session_input_info) worth of bytes. A caller's
  * kernel may write the input buffer and read the output buffer in place around
  * zci_run_own_buffers. ZCI_UNSUPPORTED on a CPU session. */
 ZCI_API zci_status zci_session_input_device_buffer(zci_session *session, int index, void **device_ptr);
+/* The session's own device buffer for output `index`, as zci_session_input_device_buffer
+ * describes; read it after the run's work on the stream is done. */
 ZCI_API zci_status zci_session_output_device_buffer(zci_session *session, int index, void **device_ptr);
 
 /* Runs the model from the session's own input buffers into its own output buffers, on
