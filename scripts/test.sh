@@ -29,6 +29,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 
 echo "== leak check: create -> run -> destroy loop under valgrind"
 # OpenMP's pool threads stay alive on purpose ("possibly lost" thread stacks): not counted
+# tests/valgrind.supp: a glibc loader false positive (see there)
 valgrind --quiet --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+  --suppressions=tests/valgrind.supp \
   build/tests/test_leak build/tests/fixtures/conv_block.onnx 20
 echo "valgrind: no leak"

@@ -1,5 +1,6 @@
 /* backend.c: the CPU backend: one arena from the memory planner, per-node prepared state,
  * and a run that binds the caller's buffers and calls each node's kernel in order. */
+#include <stdio.h>
 #include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -14,10 +15,39 @@ typedef struct cpu_ctx {
     int *alias;    /* per tensor: the tensor whose storage a view output shares, or -1 */
     void **state;  /* per node: cpu_prepare's state */
     void *workspace; /* the largest cpu_workspace of all nodes, shared: they run one at a time */
+    double *node_s;  /* per node: seconds summed over runs, when ZCI_PROFILE is set; else NULL */
+    int runs;
     int nthreads;
 } cpu_ctx;
 
 enum { CPU_ALIGN = 64 };
+
+/* ZCI_PROFILE=1: time per op type (and the slowest nodes) over all runs, printed to stderr
+ * when the session is destroyed. */
+static void print_profile(const zci_session *s)
+{
+    const cpu_ctx *c = s->be_ctx;
+    const zci_graph *g = s->g;
+    if (!c->runs) return;
+    double total = 0;
+    for (int p = 0; p < g->n_order; p++) total += c->node_s[g->order[p]];
+    fprintf(stderr, "zcinfer profile (CPU, %d runs, %.3f ms per run in kernels):\n", c->runs, 1e3 * total / c->runs);
+    bool *done = zci_calloc((size_t)g->n_order + 1, sizeof *done, "profile");
+    for (int p = 0; done && p < g->n_order; p++) {
+        if (done[p]) continue;
+        const char *type = g->nodes[g->order[p]].op_type;
+        double t = 0;
+        int count = 0;
+        for (int q = p; q < g->n_order; q++)
+            if (!done[q] && !strcmp(g->nodes[g->order[q]].op_type, type)) {
+                t += c->node_s[g->order[q]];
+                count++;
+                done[q] = true;
+            }
+        fprintf(stderr, "  %-20s %4d nodes %9.3f ms %5.1f%%\n", type, count, 1e3 * t / c->runs, 100 * t / total);
+    }
+    free(done);
+}
 
 static void cpu_release(zci_session *s)
 {
@@ -27,6 +57,8 @@ static void cpu_release(zci_session *s)
     if (c->state)
         for (int i = 0; i < g->n_nodes; i++)
             if (c->state[i] && g->nodes[i].op && g->nodes[i].op->cpu_release) g->nodes[i].op->cpu_release(c->state[i]);
+    if (c->node_s) print_profile(s);
+    free(c->node_s);
     free(c->arena);
     free(c->workspace);
     free(c->data);
@@ -104,6 +136,10 @@ static zci_status cpu_prepare(zci_session *s)
         if (!c->workspace) st = zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate the %zu-byte kernel workspace", ws_bytes);
         zci_log(s->opts.verbose, "CPU kernel workspace (shared by all nodes): %.2f MB", ws_bytes / 1048576.0);
     }
+    const char *prof = getenv("ZCI_PROFILE");
+    if (st == ZCI_OK && prof && *prof && strcmp(prof, "0") &&
+        !(c->node_s = zci_calloc((size_t)g->n_nodes + 1, sizeof *c->node_s, "profile")))
+        st = ZCI_OUT_OF_MEMORY;
     free(size);
     free(offset);
     if (st != ZCI_OK) cpu_release(s);
@@ -131,9 +167,12 @@ static zci_status cpu_run(zci_session *s, const zci_run_args *a)
         }
         zci_kernel_ctx k = {.g = g, .n = n, .data = c->data, .nthreads = c->nthreads, .state = c->state[ni],
                             .workspace = c->workspace};
+        double t0 = c->node_s ? zci_now() : 0;
         zci_status st = n->op->cpu(&k);
         if (st != ZCI_OK) return zci_error_prefix(st, "%s", zci_node_desc(g, n));
+        if (c->node_s) c->node_s[ni] += zci_now() - t0;
     }
+    c->runs++;
     for (int i = 0; i < s->n_out; i++) {
         const zci_tensor *t = &g->tensors[g->outputs[i]];
         if (t->producer < 0) {
