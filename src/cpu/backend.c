@@ -14,6 +14,7 @@ typedef struct cpu_ctx {
     void **data;   /* per tensor: its buffer (constants, arena slots; bound per run for I/O) */
     int *alias;    /* per tensor: the tensor whose storage a view output shares, or -1 */
     void **state;  /* per node: cpu_prepare's state */
+    bool *in_place; /* per node: a Concat whose producers write straight into its output */
     void *workspace; /* the largest cpu_workspace of all nodes, shared: they run one at a time */
     double *node_s;  /* per node: seconds summed over runs, when ZCI_PROFILE is set; else NULL */
     int runs;
@@ -63,6 +64,7 @@ static void cpu_release(zci_session *s)
     free(c->workspace);
     free(c->data);
     free(c->alias);
+    free(c->in_place);
     free(c->state);
     free(c);
     s->be_ctx = NULL;
@@ -72,6 +74,40 @@ static void cpu_release(zci_session *s)
 static bool can_alias(const zci_graph *g, const zci_node *n)
 {
     return n->op->is_view && n->in[0] >= 0 && !g->tensors[n->out[0]].is_output;
+}
+
+/* A Concat whose inputs are each one contiguous byte range of its output (nothing but ones
+ * before the axis, as for batch-1 channel concats; oneDNN's 16-channel blocks keep that too),
+ * and whose inputs are plain activations produced by other nodes for this Concat alone to
+ * place, can have its producers write in place: each input then lives inside the output at
+ * its offset (alias/alias_off), and the Concat has nothing left to do. */
+static bool concat_in_place(const zci_graph *g, const zci_node *n, int *alias, size_t *alias_off)
+{
+    if (strcmp(n->op_type, "Concat") || *n->domain) return false;
+    const zci_tensor *y = ZCI_OUT(g, n, 0);
+    /* y may itself be a slice of a later Concat placed before: offsets add up along the chain */
+    if (y->is_output || y->kind != ZCI_TENSOR_ACTIVATION) return false;
+    int64_t axis = zci_attr_int(n, "axis", 0, NULL);
+    if (axis < 0) axis += y->ndim;
+    if (axis < 0 || axis >= y->ndim) return false;
+    for (int d = 0; d < axis; d++)
+        if (y->dims[d] != 1) return false;
+    for (int k = 0; k < n->n_in; k++) {
+        int t = n->in[k];
+        if (t < 0) return false;
+        const zci_tensor *x = &g->tensors[t];
+        if (x->kind != ZCI_TENSOR_ACTIVATION || x->is_output || x->producer < 0 || alias[t] >= 0) return false;
+        if (g->nodes[x->producer].op->is_view) return false;
+        for (int j = 0; j < k; j++)
+            if (n->in[j] == t) return false; /* the same tensor twice cannot sit in two places */
+    }
+    size_t off = 0;
+    for (int k = 0; k < n->n_in; k++) {
+        alias[n->in[k]] = n->out[0];
+        alias_off[n->in[k]] = off;
+        off += zci_tensor_bytes(&g->tensors[n->in[k]]);
+    }
+    return true;
 }
 
 static zci_status cpu_prepare(zci_session *s)
@@ -91,13 +127,20 @@ static zci_status cpu_prepare(zci_session *s)
     c->data = zci_calloc((size_t)nt + 1, sizeof *c->data, "tensor table");
     c->alias = zci_malloc(((size_t)nt + 1) * sizeof *c->alias, "tensor table");
     c->state = zci_calloc((size_t)g->n_nodes + 1, sizeof *c->state, "node state");
-    zci_status st = size && offset && c->data && c->alias && c->state ? ZCI_OK : ZCI_OUT_OF_MEMORY;
+    c->in_place = zci_calloc((size_t)g->n_nodes + 1, sizeof *c->in_place, "node flags");
+    size_t *alias_off = zci_calloc((size_t)nt + 1, sizeof *alias_off, "memory plan");
+    zci_status st = size && offset && c->data && c->alias && c->state && c->in_place && alias_off ? ZCI_OK
+                                                                                                   : ZCI_OUT_OF_MEMORY;
     if (st == ZCI_OK) {
         for (int t = 0; t < nt; t++) c->alias[t] = -1;
         for (int p = 0; p < g->n_order; p++) {
             const zci_node *n = &g->nodes[g->order[p]];
             if (can_alias(g, n)) c->alias[n->out[0]] = n->in[0];
         }
+        /* later Concats first, so that a Concat feeding another is placed inside it as a whole */
+        const char *no_inplace = getenv("ZCI_NO_CONCAT_IN_PLACE");
+        for (int p = g->n_order - 1; p >= 0 && !(no_inplace && *no_inplace && strcmp(no_inplace, "0")); p--)
+            c->in_place[g->order[p]] = concat_in_place(g, &g->nodes[g->order[p]], c->alias, alias_off);
         for (int t = 0; t < nt; t++) {
             const zci_tensor *x = &g->tensors[t];
             /* inputs are bound per run and may not be aliased into the arena */
@@ -105,17 +148,23 @@ static zci_status cpu_prepare(zci_session *s)
                 size[t] = zci_tensor_bytes(x);
         }
         size_t arena_size = 0;
-        st = zci_memplan(g, size, c->alias, CPU_ALIGN, offset, &arena_size);
+        st = zci_memplan(g, size, c->alias, alias_off, CPU_ALIGN, offset, &arena_size);
         if (st == ZCI_OK) {
             c->arena = aligned_alloc(CPU_ALIGN, zci_align(arena_size ? arena_size : CPU_ALIGN, CPU_ALIGN));
             if (!c->arena) st = zci_error(ZCI_OUT_OF_MEMORY, "cannot allocate the %zu-byte activation arena", arena_size);
             s->summary.activation_bytes = arena_size;
-            if (c->arena) zci_log(s->opts.verbose, "CPU activation arena: %.2f MB, %d threads", arena_size / 1048576.0, c->nthreads);
+            int n_in_place = 0;
+            for (int i = 0; i < g->n_nodes; i++) n_in_place += c->in_place[i];
+            if (c->arena)
+                zci_log(s->opts.verbose, "CPU activation arena: %.2f MB, %d threads; %d Concats written in place",
+                        arena_size / 1048576.0, c->nthreads, n_in_place);
         }
         for (int t = 0; st == ZCI_OK && t < nt; t++) {
             const zci_tensor *x = &g->tensors[t];
             if (x->kind == ZCI_TENSOR_CONSTANT) c->data[t] = x->data;
-            else if (size[t]) c->data[t] = (char *)c->arena + offset[t];
+            else if (size[t] || alias_off[t] || (c->alias[t] >= 0 && x->producer >= 0 &&
+                                                  !g->nodes[x->producer].op->is_view))
+                c->data[t] = (char *)c->arena + offset[t]; /* planned, or a slice of a Concat */
         }
     }
     for (int p = 0; st == ZCI_OK && p < g->n_order; p++) {
@@ -142,6 +191,7 @@ static zci_status cpu_prepare(zci_session *s)
         st = ZCI_OUT_OF_MEMORY;
     free(size);
     free(offset);
+    free(alias_off);
     if (st != ZCI_OK) cpu_release(s);
     return st;
 }
@@ -165,6 +215,7 @@ static zci_status cpu_run(zci_session *s, const zci_run_args *a)
             c->data[n->out[0]] = c->data[n->in[0]];
             continue;
         }
+        if (c->in_place[ni]) continue; /* its inputs were written in place */
         zci_kernel_ctx k = {.g = g, .n = n, .data = c->data, .nthreads = c->nthreads, .state = c->state[ni],
                             .workspace = c->workspace};
         double t0 = c->node_s ? zci_now() : 0;

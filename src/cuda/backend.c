@@ -237,7 +237,7 @@ static zci_status plan_memory(cu_ctx *c)
             if (x->kind == ZCI_TENSOR_ACTIVATION && !x->is_output && c->alias[t] < 0 && x->producer >= 0)
                 size[t] = (size_t)zci_tensor_numel(x) * cu_esize(c, t);
         }
-        st = zci_memplan(g, size, c->alias, CU_ALIGN, offset, &c->arena_size);
+        st = zci_memplan(g, size, c->alias, NULL, CU_ALIGN, offset, &c->arena_size);
     }
     if (st == ZCI_OK && c->arena_size) st = cu_malloc(c, c->arena_size, "the activation arena", &c->arena);
     for (int t = 0; st == ZCI_OK && t < nt; t++)

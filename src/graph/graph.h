@@ -172,11 +172,13 @@ zci_status zci_graph_fuse(zci_graph *g);
 
 /* Assigns offsets in one arena to tensors, in execution order, reusing memory after a tensor's
  * last use (best fit). size[t] is the bytes tensor t needs (0 = not planned: constants, inputs,
- * outputs, views); alias[t] >= 0 means t shares the storage of tensor alias[t] (whose lifetime
- * is extended to cover t's readers). offset[t] receives the offset; *arena_size the total.
- * `align` is a power of two. */
-zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias, size_t align,
-                       size_t *offset, size_t *arena_size);
+ * outputs, and tensors that share another's storage); alias[t] >= 0 means t lives inside the
+ * storage of tensor alias[t], alias_offset[t] bytes from its start (alias_offset NULL = all 0:
+ * views). A root's block is taken at the first write to it or to any tensor living in it and
+ * returned after the last reader of any of them. offset[t] receives each offset (aliases
+ * included); *arena_size the total. `align` is a power of two. */
+zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias, const size_t *alias_offset,
+                       size_t align, size_t *offset, size_t *arena_size);
 
 #ifdef __cplusplus
 }

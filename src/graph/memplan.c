@@ -70,22 +70,42 @@ static int root_of(const int *alias, int t)
     return t;
 }
 
-zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias, size_t align, size_t *offset,
-                       size_t *arena_size)
+/* Bytes from the root's start to tensor t's, summed along its alias chain. */
+static size_t offset_in_root(const int *alias, const size_t *alias_offset, int t)
+{
+    size_t off = 0;
+    int guard = 0;
+    while (alias && alias[t] >= 0 && guard++ < 1 << 20) {
+        if (alias_offset) off += alias_offset[t];
+        t = alias[t];
+    }
+    return off;
+}
+
+zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias, const size_t *alias_offset,
+                       size_t align, size_t *offset, size_t *arena_size)
 {
     int nt = g->n_tensors;
+    int *first = zci_malloc((size_t)(nt ? nt : 1) * sizeof(int), "memory plan");
     int *last = zci_malloc((size_t)(nt ? nt : 1) * sizeof(int), "memory plan");
-    if (!last) return ZCI_OUT_OF_MEMORY;
+    if (!first || !last) {
+        free(first);
+        free(last);
+        return ZCI_OUT_OF_MEMORY;
+    }
     for (int t = 0; t < nt; t++) {
+        first[t] = -1;
         last[t] = -1;
         offset[t] = 0;
     }
-    /* a root lives until the last reader of itself or of any view of it */
+    /* a root lives from the first write to it or any tensor sharing its storage (a view, or a
+     * slice that a producer writes in place) until the last reader of any of them */
     for (int p = 0; p < g->n_order; p++) {
         const zci_node *n = &g->nodes[g->order[p]];
         for (int o = 0; o < n->n_out; o++)
             if (n->out[o] >= 0) {
                 int r = root_of(alias, n->out[o]);
+                if (first[r] < 0) first[r] = p;
                 if (last[r] < p) last[r] = p;
             }
         for (int k = 0; k < n->n_in; k++)
@@ -100,8 +120,11 @@ zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias,
         const zci_node *n = &g->nodes[g->order[p]];
         for (int o = 0; o < n->n_out && st == ZCI_OK; o++) {
             int t = n->out[o];
-            if (t < 0 || !size[t] || root_of(alias, t) != t) continue;
-            st = fl_alloc(&fl, zci_align(size[t], align), &offset[t]);
+            if (t < 0) continue;
+            int r = root_of(alias, t);
+            if (!size[r] || first[r] != p) continue;
+            first[r] = -2; /* allocated once even if this node writes several of its members */
+            st = fl_alloc(&fl, zci_align(size[r], align), &offset[r]);
         }
         /* free what dies here: planned roots read or produced by this node for the last time */
         for (int k = 0; k < n->n_in + n->n_out && st == ZCI_OK; k++) {
@@ -114,9 +137,10 @@ zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias,
         }
     }
     for (int t = 0; t < nt; t++)
-        if (alias && alias[t] >= 0) offset[t] = offset[root_of(alias, t)];
+        if (alias && alias[t] >= 0) offset[t] = offset[root_of(alias, t)] + offset_in_root(alias, alias_offset, t);
     *arena_size = fl.end;
     free(fl.b);
+    free(first);
     free(last);
     return st;
 }
