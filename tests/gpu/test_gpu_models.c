@@ -276,8 +276,7 @@ static int visit(void *user, int ni)
         }
     void *state = NULL;
     if (ok && n->op->cpu_prepare) ok = n->op->cpu_prepare(g, n, 4, &state) == ZCI_OK;
-    zci_kernel_ctx kc = {g, n, d->data, 4, state};
-    if (ok) ok = n->op->cpu(&kc) == ZCI_OK;
+    if (ok) ok = zci_kernel_run_once(g, n, d->data, 4, state) == ZCI_OK;
     if (state && n->op->cpu_release) n->op->cpu_release(state);
     for (int k = 0; k < n->n_out && ok; k++) {
         int t = n->out[k];
