@@ -162,9 +162,9 @@ static zci_status cpu_prepare(zci_session *s)
         for (int t = 0; st == ZCI_OK && t < nt; t++) {
             const zci_tensor *x = &g->tensors[t];
             if (x->kind == ZCI_TENSOR_CONSTANT) c->data[t] = x->data;
-            else if (size[t] || alias_off[t] || (c->alias[t] >= 0 && x->producer >= 0 &&
-                                                  !g->nodes[x->producer].op->is_view))
-                c->data[t] = (char *)c->arena + offset[t]; /* planned, or a slice of a Concat */
+            else if (size[t] || (c->alias[t] >= 0 && x->producer >= 0 && !g->nodes[x->producer].op->is_view))
+                c->data[t] = (char *)c->arena + offset[t]; /* planned, or a slice of a Concat (views
+                                                              are bound at run time) */
         }
     }
     for (int p = 0; st == ZCI_OK && p < g->n_order; p++) {
