@@ -576,6 +576,12 @@ static int channel_concat(const zci_graph *g, const zci_node *n)
     return 1;
 }
 
+/* MaxPool and nearest Resize work on a blocked tensor lane block by lane block. */
+static int passes_blocks(const zci_graph *g, const zci_node *n)
+{
+    return n->n_out == 1 && n->out[0] >= 0 && (zci_pool_blockable(g, n) || zci_resize_blockable(g, n));
+}
+
 /* Fills set[t] (1: blocked) for every tensor; see above. */
 static void blocked_set(const zci_graph *g, int block, unsigned char *set)
 {
@@ -586,14 +592,19 @@ static void blocked_set(const zci_graph *g, int block, unsigned char *set)
             x->producer < 0 || x->dims[1] % block)
             continue;
         const zci_node *pn = &g->nodes[x->producer];
-        set[t] = !pn->dead && pn->out[0] == t && (blockable_conv(g, pn) || channel_concat(g, pn));
+        set[t] = !pn->dead && pn->out[0] == t &&
+                 (blockable_conv(g, pn) || channel_concat(g, pn) || passes_blocks(g, pn));
     }
     for (int changed = 1; changed;) {
         changed = 0;
         for (int i = 0; i < g->n_order; i++) {
             const zci_node *n = &g->nodes[g->order[i]];
             if (n->dead) continue;
-            int concat = channel_concat(g, n), conv = blockable_conv(g, n);
+            int concat = channel_concat(g, n), conv = blockable_conv(g, n), pass = passes_blocks(g, n);
+            if (pass && set[n->out[0]] && !set[n->in[0]]) {
+                set[n->out[0]] = 0; /* a pass-through op's output is blocked only with its input */
+                changed = 1;
+            }
             if (concat && set[n->out[0]])
                 for (int k = 0; k < n->n_in; k++)
                     if (!set[n->in[k]]) {
@@ -605,7 +616,7 @@ static void blocked_set(const zci_graph *g, int block, unsigned char *set)
                 int t = n->in[k];
                 if (t < 0 || !set[t]) continue;
                 int ok;
-                if (concat)
+                if (concat || (pass && k == 0))
                     ok = set[n->out[0]];
                 else if (conv && k == 0)
                     ok = 1;

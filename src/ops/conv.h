@@ -103,12 +103,18 @@ zci_status zci_conv_set_fusion(zci_graph *g, zci_node *n, zci_activation activat
 
 /* How the CPU backend stores activation tensor t of a planned graph: 0 = plain (the ONNX
  * layout), B (16 or 8) = channel-blocked (N, C / B, H, W, B), -1 = cannot tell (out of memory).
- * Tensors that flow between Convs run by oneDNN (directly or through a Concat along the
- * channels of one image) are kept blocked, saving two reorders per edge; conv.c states the
+ * Tensors that flow between Convs run by oneDNN (directly, or through a Concat along the
+ * channels of one image, a MaxPool or a nearest Resize) are kept blocked, saving two reorders per edge; conv.c states the
  * exact rule. Always 0 without oneDNN, or with the environment variable ZCI_CPU_NO_DNNL=1 (which
  * keeps every Conv on the built-in kernels). Anything that reads intermediate CPU buffers (a
  * debugging dump) must check this. */
 int zci_conv_tensor_block(const zci_graph *g, int t);
+
+/* Ops that can also pass a blocked tensor through, block for block (their input and output are
+ * then both blocked or both plain): a 2-D float MaxPool of one image (pool.c), and a nearest
+ * Resize of one image that keeps the channels (resize.c). */
+int zci_pool_blockable(const zci_graph *g, const zci_node *n);
+int zci_resize_blockable(const zci_graph *g, const zci_node *n);
 
 /* Applies an activation to one value (the reference the kernels follow). */
 float zci_activation_apply(zci_activation act, float x, float alpha, float beta);

@@ -291,11 +291,68 @@ static void avgpool_f32(const win3 *g, int64_t planes, int count_include_pad, co
     }
 }
 
+int zci_pool_blockable(const zci_graph *g, const zci_node *n)
+{
+    const zci_pool_params *p = n->params;
+    return !strcmp(n->op_type, "MaxPool") && !*n->domain && p && p->w.nsp == 2 && p->batch == 1 && n->n_out == 1 &&
+           ZCI_IN(g, n, 0)->dtype == ZCI_FLOAT32;
+}
+
+/* The channel block of MaxPool's input, found once at planning (ops/conv.h's storage rule). */
+static zci_status maxpool_prepare(const zci_graph *g, const zci_node *n, int nthreads, void **state)
+{
+    int block = zci_conv_tensor_block(g, n->in[0]);
+    if (block < 0) return zci_error(ZCI_OUT_OF_MEMORY, "cannot plan the tensor layout");
+    *state = NULL;
+    if (!block) return ZCI_OK;
+    if (block > 64) return zci_error(ZCI_INTERNAL, "MaxPool: channel block %d above 64", block);
+    int *b = zci_malloc(sizeof *b, "MaxPool state");
+    if (!b) return ZCI_OUT_OF_MEMORY;
+    *b = block;
+    *state = b;
+    return ZCI_OK;
+}
+
+/* MaxPool of a channel-blocked tensor (planes of H x W x B values, B lanes = channels): each
+ * window tap is one B-wide max, which the compiler vectorises across the lanes. 2-D windows
+ * only (g's leading axis is 1); padding taps are skipped. */
+static void maxpool_blocked_f32(const win3 *g, int64_t planes, int64_t B, const float *x, float *y, int nthreads)
+{
+    const int64_t H = g->in[1], W = g->in[2], OH = g->out[1], OW = g->out[2];
+    int nt = planes * OH * OW * B * g->k[1] * g->k[2] < PAR_MIN_WORK ? 1 : nthreads;
+#pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t oy = 0; oy < OH; oy++) {
+            const float *xp = x + pl * H * W * B;
+            float *yrow = y + (pl * OH + oy) * OW * B;
+            for (int64_t ox = 0; ox < OW; ox++) {
+                float acc[64];
+                for (int64_t l = 0; l < B; l++) acc[l] = -INFINITY;
+                for (int64_t ky = 0; ky < g->k[1]; ky++) {
+                    int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];
+                    if (iy < 0 || iy >= H) continue;
+                    for (int64_t kx = 0; kx < g->k[2]; kx++) {
+                        int64_t ix = ox * g->s[2] - g->pb[2] + kx * g->d[2];
+                        if (ix < 0 || ix >= W) continue;
+                        const float *src = xp + (iy * W + ix) * B;
+                        for (int64_t l = 0; l < B; l++) acc[l] = src[l] > acc[l] ? src[l] : acc[l];
+                    }
+                }
+                for (int64_t l = 0; l < B; l++) yrow[ox * B + l] = acc[l];
+            }
+        }
+}
+
 static zci_status maxpool_cpu(const zci_kernel_ctx *k)
 {
     const zci_pool_params *p = k->n->params;
     win3 g = make_win3(&p->w);
     int64_t planes = p->batch * p->channels;
+    if (k->state) {
+        maxpool_blocked_f32(&g, planes / *(const int *)k->state, *(const int *)k->state, ZCI_KIN_DATA(k, 0),
+                            ZCI_KOUT_DATA(k, 0), k->nthreads);
+        return ZCI_OK;
+    }
     const void *x = ZCI_KIN_DATA(k, 0);
     void *y = ZCI_KOUT_DATA(k, 0);
     switch (ZCI_KIN(k, 0)->dtype) {
@@ -351,6 +408,7 @@ static zci_status globalavg_cpu(const zci_kernel_ctx *k) { return global_cpu(k, 
 const zci_op zci_op_MaxPool = {
     .type = "MaxPool", .domain = "", .since = 1,
     .infer = maxpool_infer, .cpu = maxpool_cpu,
+    .cpu_prepare = maxpool_prepare, .cpu_release = free,
 };
 const zci_op zci_op_AveragePool = {
     .type = "AveragePool", .domain = "", .since = 1, .infer = avgpool_infer, .cpu = avgpool_cpu,

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/conv.h"
 #include "ops/op.h"
 
 #define PAR_MIN_BYTES ((int64_t)1 << 16)
@@ -344,6 +345,8 @@ typedef struct axis_table {
  * last two axes are always a plane of rows. */
 typedef struct resize_state {
     int rank;
+    int block; /* > 0: the tensors are channel-blocked (ops/conv.h): in[1], out[1] count blocks and
+                  an element is `block` values */
     int64_t in[ZCI_MAX_DIMS], out[ZCI_MAX_DIMS], in_stride[ZCI_MAX_DIMS];
     axis_table ax[ZCI_MAX_DIMS];
 } resize_state;
@@ -465,11 +468,33 @@ static zci_status build_state(const zci_graph *g, const zci_node *n, resize_stat
     return ZCI_OK;
 }
 
+int zci_resize_blockable(const zci_graph *g, const zci_node *n)
+{
+    const resize_params *p = n->params;
+    if ((strcmp(n->op_type, "Resize") && strcmp(n->op_type, "Upsample")) || *n->domain || !p) return 0;
+    const zci_tensor *x = ZCI_IN(g, n, 0);
+    return p->mode == MODE_NEAREST && p->coord != COORD_TF_CROP_AND_RESIZE && p->rank == 4 && p->identity[0] &&
+           p->identity[1] && x->dims[0] == 1 && x->dtype == ZCI_FLOAT32;
+}
+
 static zci_status resize_prepare(const zci_graph *g, const zci_node *n, int nthreads, void **state)
 {
     (void)nthreads;
     resize_state *s = NULL;
     ZCI_TRY(build_state(g, n, &s));
+    int block = zci_conv_tensor_block(g, n->in[0]);
+    if (block < 0) {
+        release_state(s);
+        return zci_error(ZCI_OUT_OF_MEMORY, "cannot plan the tensor layout");
+    }
+    if (block > 0) {
+        /* (1, C / B, H, W, B): the same nearest kernel over elements of B values; the channel
+         * axis copies as is, so its table's first C / B entries still map i to i */
+        s->block = block;
+        s->in[1] /= block;
+        s->out[1] /= block;
+        s->in_stride[0] = s->in[1] * s->in_stride[1];
+    }
     *state = s;
     return ZCI_OK;
 }
@@ -666,8 +691,8 @@ static zci_status resize_cpu(const zci_kernel_ctx *k)
         if (p->mode == MODE_LINEAR)
             linear_run(s, p, ZCI_KIN_DATA(k, 0), ZCI_KOUT_DATA(k, 0), k->nthreads);
         else
-            nearest_run(s, p, ZCI_KIN_DATA(k, 0), ZCI_KOUT_DATA(k, 0), zci_dtype_size(x->dtype),
-                        k->nthreads);
+            nearest_run(s, p, ZCI_KIN_DATA(k, 0), ZCI_KOUT_DATA(k, 0),
+                        zci_dtype_size(x->dtype) * (size_t)(s->block ? s->block : 1), k->nthreads);
     }
     release_state(own);
     return ZCI_OK;
