@@ -47,6 +47,17 @@ static void print_profile(const zci_session *s)
             }
         fprintf(stderr, "  %-20s %4d nodes %9.3f ms %5.1f%%\n", type, count, 1e3 * t / c->runs, 100 * t / total);
     }
+    /* the slowest nodes, by selection: `done` marks those printed */
+    for (int p = 0; done && p < g->n_order; p++) done[p] = false;
+    fprintf(stderr, "  slowest nodes:\n");
+    for (int rank = 0; done && rank < 8 && rank < g->n_order; rank++) {
+        int best = -1;
+        for (int p = 0; p < g->n_order; p++)
+            if (!done[p] && (best < 0 || c->node_s[g->order[p]] > c->node_s[g->order[best]])) best = p;
+        done[best] = true;
+        fprintf(stderr, "    %9.3f ms  %s\n", 1e3 * c->node_s[g->order[best]] / c->runs,
+                zci_node_desc(g, &g->nodes[g->order[best]]));
+    }
     free(done);
 }
 
