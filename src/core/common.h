@@ -58,7 +58,8 @@ float zci_f16_to_f32(uint16_t h);
 /* Aligns x up to a multiple of a (a power of two). */
 static inline size_t zci_align(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
 
-/* 1 if the environment variable ZCI_VERBOSE is set to a non-zero value, or verbose given. */
+/* Prints "zcinfer: <message>" on stderr when `verbose` is non-zero or the environment variable
+ * ZCI_VERBOSE is set to a non-zero value; otherwise nothing. */
 void zci_log(int verbose, const char *fmt, ...) ZCI_PRINTF(2, 3);
 
 /* Monotonic clock in seconds. */
