@@ -266,6 +266,45 @@ static void test_concat_in_place(void)
     free(ref);
 }
 
+/* Runs blocked_chain once and returns its 16x12x12 output (malloc'd), or NULL. */
+static float *run_blocked_chain(const float *x)
+{
+    zci_session *s;
+    if (zci_session_create(fx("blocked_chain.onnx"), NULL, &s) != ZCI_OK) return NULL;
+    float *y = malloc(16 * 144 * sizeof *y);
+    zci_binding in = {NULL, (void *)x, 16 * 144 * sizeof *x}, out = {NULL, y, 16 * 144 * sizeof *y};
+    if (zci_run(s, &in, 1, &out, 1) != ZCI_OK) {
+        free(y);
+        y = NULL;
+    }
+    zci_session_destroy(s);
+    return y;
+}
+
+/* MaxPool, nearest Resize and Concat between oneDNN convolutions work on channel-blocked
+ * tensors; the built-in kernels (ZCI_CPU_NO_DNNL=1) keep everything plain. Both must agree. */
+static void test_blocked_layout(void)
+{
+    float x[16 * 144];
+    for (int i = 0; i < 16 * 144; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    float *blocked = run_blocked_chain(x);
+    CHECK(blocked != NULL, "blocked_chain with oneDNN: %s", zci_last_error());
+    setenv("ZCI_CPU_NO_DNNL", "1", 1);
+    float *plain = run_blocked_chain(x);
+    unsetenv("ZCI_CPU_NO_DNNL");
+    CHECK(plain != NULL, "blocked_chain with the built-in kernels: %s", zci_last_error());
+    if (blocked && plain) {
+        double err = 0, norm = 0;
+        for (int i = 0; i < 16 * 144; i++) {
+            err += (blocked[i] - plain[i]) * (double)(blocked[i] - plain[i]);
+            norm += plain[i] * (double)plain[i];
+        }
+        CHECK(norm > 0 && sqrt(err / norm) < 1e-5, "blocked vs plain layout: rel. error %.3g", sqrt(err / norm));
+    }
+    free(blocked);
+    free(plain);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -280,5 +319,6 @@ int main(int argc, char **argv)
     test_run_conv_block();
     test_binding_and_memory();
     test_concat_in_place();
+    test_blocked_layout();
     return test_summary("test_api");
 }
