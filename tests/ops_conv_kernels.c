@@ -20,113 +20,15 @@
 
 #include "cpu/gemm.h"
 #include "ops/conv.h"
-#include "ops/op.h"
-#include "test_util.h"
+#define TEST_RNG_SEED 0x9E3779B97F4A7C15ull
+#include "onenode.h"
 
-/* ================================================================ random numbers */
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t rng(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
 static int irand(int lo, int hi) { return lo + (int)(rng() % (uint64_t)(hi - lo + 1)); }
-static float frand(float lo, float hi) { return lo + (hi - lo) * (float)((rng() >> 11) * 0x1.0p-53); }
 static void fill(float *v, int64_t n, float lo, float hi)
 {
     for (int64_t i = 0; i < n; i++) v[i] = frand(lo, hi);
 }
 
-/* ================================================================ a one-node graph */
-
-typedef struct onenode {
-    zci_graph *g;
-    int node;
-    void *data[16]; /* by tensor index */
-} onenode;
-
-static void on_init(onenode *t)
-{
-    memset(t, 0, sizeof *t);
-    t->g = zci_graph_new();
-    t->g->opset = 17;
-}
-
-/* A run-time input, or with is_const a constant the graph owns, filled with `values`. */
-static int on_tensor(onenode *t, const int64_t *dims, int nd, const float *values, int is_const)
-{
-    char name[16];
-    snprintf(name, sizeof name, "t%d", t->g->n_tensors);
-    int i = zci_graph_add_tensor(t->g, name, is_const ? ZCI_TENSOR_CONSTANT : ZCI_TENSOR_INPUT);
-    zci_tensor *x = &t->g->tensors[i];
-    zci_tensor_set_shape(x, ZCI_FLOAT32, dims, nd);
-    size_t bytes = zci_tensor_bytes(x);
-    void *buf = malloc(bytes ? bytes : 1);
-    if (values) memcpy(buf, values, bytes);
-    if (is_const) zci_tensor_make_const(x, buf);
-    t->data[i] = buf;
-    return i;
-}
-
-static zci_node *on_node(onenode *t, const char *type, const int *in, int n_in)
-{
-    int out = zci_graph_add_tensor(t->g, "y", ZCI_TENSOR_ACTIVATION);
-    t->node = zci_graph_add_node(t->g, "n", type, "", in, n_in, &out, 1);
-    zci_node *n = &t->g->nodes[t->node];
-    n->op = zci_op_find("", type, 17);
-    return n;
-}
-
-static zci_attr *on_attr(onenode *t, const char *name, zci_attr_type type)
-{
-    zci_node *n = &t->g->nodes[t->node];
-    n->attrs = realloc(n->attrs, sizeof *n->attrs * (size_t)(n->n_attrs + 1));
-    zci_attr *a = &n->attrs[n->n_attrs++];
-    memset(a, 0, sizeof *a);
-    a->name = zci_strdup(name);
-    a->type = type;
-    return a;
-}
-
-static void on_attr_int(onenode *t, const char *name, int64_t v) { on_attr(t, name, ZCI_ATTR_INT)->i = v; }
-static void on_attr_float(onenode *t, const char *name, float v) { on_attr(t, name, ZCI_ATTR_FLOAT)->f = v; }
-static void on_attr_string(onenode *t, const char *name, const char *v) { on_attr(t, name, ZCI_ATTR_STRING)->s = zci_strdup(v); }
-static void on_attr_ints(onenode *t, const char *name, const int64_t *v, int count)
-{
-    zci_attr *a = on_attr(t, name, ZCI_ATTR_INTS);
-    a->ints = malloc(sizeof *a->ints * (size_t)(count ? count : 1));
-    memcpy(a->ints, v, sizeof *a->ints * (size_t)count);
-    a->n = count;
-}
-
-static zci_node *on_n(onenode *t) { return &t->g->nodes[t->node]; }
-static const zci_tensor *on_out(onenode *t) { return &t->g->tensors[on_n(t)->out[0]]; }
-
-/* Runs the kernel into a fresh output buffer (poisoned first); the caller frees it. */
-static float *on_run(onenode *t, void *state, int threads)
-{
-    zci_node *n = on_n(t);
-    size_t bytes = zci_tensor_bytes(on_out(t));
-    float *out = malloc(bytes ? bytes : 1);
-    memset(out, 0xA5, bytes ? bytes : 1);
-    t->data[n->out[0]] = out;
-    zci_status st = zci_kernel_run_once(t->g, n, t->data, threads, state);
-    CHECK(st == ZCI_OK, "%s kernel: %s", n->op_type, zci_last_error());
-    t->data[n->out[0]] = NULL;
-    return out;
-}
-
-static void on_free(onenode *t)
-{
-    for (int i = 0; i < t->g->n_tensors; i++)
-        if (t->g->tensors[i].kind != ZCI_TENSOR_CONSTANT) free(t->data[i]);
-    zci_graph_free(t->g);
-}
-
-/* max |a - b| / (1 + max |b|) */
 static double rel_err(const float *a, const float *b, int64_t n)
 {
     double e = 0.0, m = 0.0;
@@ -267,7 +169,7 @@ static void conv_one(const conv_case *c)
     char what[320];
     describe(c, what, sizeof what);
     onenode t;
-    on_init(&t);
+    on_init(&t, 17);
     int64_t xd[5] = {c->batch, c->cin}, wd[5] = {c->cout, c->cin / c->group}, bd[1] = {c->cout};
     for (int i = 0; i < c->nsp; i++) {
         xd[2 + i] = c->in[i];
@@ -285,10 +187,10 @@ static void conv_one(const conv_case *c)
     fill(wv, wn, -0.5f, 0.5f);
     fill(bv, c->cout, -0.5f, 0.5f);
     int in[4];
-    in[0] = on_tensor(&t, xd, nd, xv, 0);
-    in[1] = on_tensor(&t, wd, nd, wv, 1);
-    in[2] = c->bias ? on_tensor(&t, bd, 1, bv, 1) : -1;
-    zci_node *n = on_node(&t, "Conv", in, 3);
+    in[0] = on_tensor(&t, ZCI_FLOAT32, xd, nd, xv, 0);
+    in[1] = on_tensor(&t, ZCI_FLOAT32, wd, nd, wv, 1);
+    in[2] = c->bias ? on_tensor(&t, ZCI_FLOAT32, bd, 1, bv, 1) : -1;
+    zci_node *n = on_node(&t, "Conv", in, 3, 17);
     on_attr_int(&t, "group", c->group);
     on_attr_ints(&t, "strides", c->s, c->nsp);
     on_attr_ints(&t, "dilations", c->d, c->nsp);
@@ -308,7 +210,7 @@ static void conv_one(const conv_case *c)
             memcpy(yd, y->dims, sizeof yd);
             float *rv = malloc(zci_tensor_bytes(y));
             fill(rv, zci_tensor_numel(y), -1.0f, 1.0f);
-            int r = on_tensor(&t, yd, y->ndim, rv, 0);
+            int r = on_tensor(&t, ZCI_FLOAT32, yd, y->ndim, rv, 0);
             free(rv);
             n = on_n(&t);
             n->in = realloc(n->in, sizeof(int) * 4);
@@ -379,38 +281,38 @@ static void test_conv_random(int cases)
 static void test_conv_refusals(void)
 {
     onenode t;
-    on_init(&t);
+    on_init(&t, 17);
     int64_t xd[4] = {1, 6, 8, 8}, wd[4] = {4, 4, 3, 3};
-    int in[3] = {on_tensor(&t, xd, 4, NULL, 0), on_tensor(&t, wd, 4, NULL, 1), -1};
-    zci_node *n = on_node(&t, "Conv", in, 2);
+    int in[3] = {on_tensor(&t, ZCI_FLOAT32, xd, 4, NULL, 0), on_tensor(&t, ZCI_FLOAT32, wd, 4, NULL, 1), -1};
+    zci_node *n = on_node(&t, "Conv", in, 2, 17);
     CHECK_FAILS(n->op->infer(t.g, n), ZCI_INVALID_MODEL, "channels");
     on_attr_int(&t, "group", 2);
     n = on_n(&t);
     CHECK_FAILS(n->op->infer(t.g, n), ZCI_INVALID_MODEL, "channels");
     on_free(&t);
 
-    on_init(&t);
+    on_init(&t, 17);
     int64_t wd2[4] = {4, 6, 3, 3};
-    int in2[3] = {on_tensor(&t, xd, 4, NULL, 0), on_tensor(&t, wd2, 4, NULL, 1), -1};
-    n = on_node(&t, "Conv", in2, 2);
+    int in2[3] = {on_tensor(&t, ZCI_FLOAT32, xd, 4, NULL, 0), on_tensor(&t, ZCI_FLOAT32, wd2, 4, NULL, 1), -1};
+    n = on_node(&t, "Conv", in2, 2, 17);
     int64_t bad_pads[3] = {1, 1, 1};
     on_attr_ints(&t, "pads", bad_pads, 3);
     n = on_n(&t);
     CHECK_FAILS(n->op->infer(t.g, n), ZCI_INVALID_MODEL, "pads");
     on_free(&t);
 
-    on_init(&t);
+    on_init(&t, 17);
     int64_t big_k[4] = {4, 6, 9, 9};
-    int in3[3] = {on_tensor(&t, xd, 4, NULL, 0), on_tensor(&t, big_k, 4, NULL, 1), -1};
-    n = on_node(&t, "Conv", in3, 2);
+    int in3[3] = {on_tensor(&t, ZCI_FLOAT32, xd, 4, NULL, 0), on_tensor(&t, ZCI_FLOAT32, big_k, 4, NULL, 1), -1};
+    n = on_node(&t, "Conv", in3, 2, 17);
     CHECK_FAILS(n->op->infer(t.g, n), ZCI_INVALID_MODEL, "smaller than the kernel");
     /* a residual of the wrong shape */
     on_free(&t);
 
-    on_init(&t);
+    on_init(&t, 17);
     int64_t rd[4] = {1, 4, 7, 7};
-    int in4[4] = {on_tensor(&t, xd, 4, NULL, 0), on_tensor(&t, wd2, 4, NULL, 1), -1, on_tensor(&t, rd, 4, NULL, 0)};
-    n = on_node(&t, "Conv", in4, 4);
+    int in4[4] = {on_tensor(&t, ZCI_FLOAT32, xd, 4, NULL, 0), on_tensor(&t, ZCI_FLOAT32, wd2, 4, NULL, 1), -1, on_tensor(&t, ZCI_FLOAT32, rd, 4, NULL, 0)};
+    n = on_node(&t, "Conv", in4, 4, 17);
     CHECK_FAILS(zci_conv_set_fusion(t.g, n, ZCI_ACT_SILU, 0, 0, 3, 0), ZCI_INVALID_MODEL, "residual");
     CHECK_FAILS(zci_conv_set_fusion(t.g, n, (zci_activation)42, 0, 0, -1, 0), ZCI_INVALID_MODEL, "zci_activation");
     on_free(&t);
@@ -638,15 +540,15 @@ static void test_matmul_broadcast(void)
     const int ranks[3][2] = {{4, 3}, {3, 2}, {3, 3}};
     for (int s = 0; s < 3; s++) {
         onenode t;
-        on_init(&t);
+        on_init(&t, 17);
         int64_t an = 1, bn = 1;
         for (int i = 0; i < ranks[s][0]; i++) an *= shapes[s][0][i];
         for (int i = 0; i < ranks[s][1]; i++) bn *= shapes[s][1][i];
         float *av = malloc(sizeof(float) * (size_t)an), *bv = malloc(sizeof(float) * (size_t)bn);
         fill(av, an, -1, 1);
         fill(bv, bn, -1, 1);
-        int in[2] = {on_tensor(&t, shapes[s][0], ranks[s][0], av, 0), on_tensor(&t, shapes[s][1], ranks[s][1], bv, 0)};
-        zci_node *n = on_node(&t, "MatMul", in, 2);
+        int in[2] = {on_tensor(&t, ZCI_FLOAT32, shapes[s][0], ranks[s][0], av, 0), on_tensor(&t, ZCI_FLOAT32, shapes[s][1], ranks[s][1], bv, 0)};
+        zci_node *n = on_node(&t, "MatMul", in, 2, 17);
         CHECK_OK(n->op->infer(t.g, n));
         const zci_tensor *y = on_out(&t);
         int64_t yn = zci_tensor_numel(y);
@@ -695,15 +597,15 @@ static void test_gemm_op(void)
     for (int ci = 0; ci < 4; ci++) {
         int ta = ci & 1, tb = (ci >> 1) & 1;
         onenode t;
-        on_init(&t);
+        on_init(&t, 17);
         int64_t ad[2] = {ta ? k : m, ta ? m : k}, bd[2] = {tb ? n : k, tb ? k : n};
         float *av = malloc(sizeof(float) * (size_t)(m * k)), *bv = malloc(sizeof(float) * (size_t)(k * n));
         float cv[37 * 29];
         fill(av, m * k, -1, 1);
         fill(bv, k * n, -1, 1);
         fill(cv, m * n, -1, 1);
-        int in[3] = {on_tensor(&t, ad, 2, av, 0), on_tensor(&t, bd, 2, bv, 1), on_tensor(&t, cshapes[ci], cranks[ci], cv, 1)};
-        zci_node *nd = on_node(&t, "Gemm", in, 3);
+        int in[3] = {on_tensor(&t, ZCI_FLOAT32, ad, 2, av, 0), on_tensor(&t, ZCI_FLOAT32, bd, 2, bv, 1), on_tensor(&t, ZCI_FLOAT32, cshapes[ci], cranks[ci], cv, 1)};
+        zci_node *nd = on_node(&t, "Gemm", in, 3, 17);
         on_attr_int(&t, "transA", ta);
         on_attr_int(&t, "transB", tb);
         on_attr_float(&t, "alpha", 0.5f);
@@ -737,13 +639,13 @@ static void test_pools(void)
      * against a reference, 2-D with stride and ceil_mode */
     onenode t;
     for (int kind = 0; kind < 3; kind++) {
-        on_init(&t);
+        on_init(&t, 17);
         int64_t xd[4] = {2, 16, 57, 63};
         int64_t xn = 2 * 16 * 57 * 63;
         float *xv = malloc(sizeof(float) * (size_t)xn);
         fill(xv, xn, -3, 3);
-        int in[1] = {on_tensor(&t, xd, 4, xv, 0)};
-        zci_node *n = on_node(&t, kind == 0 ? "MaxPool" : "AveragePool", in, 1);
+        int in[1] = {on_tensor(&t, ZCI_FLOAT32, xd, 4, xv, 0)};
+        zci_node *n = on_node(&t, kind == 0 ? "MaxPool" : "AveragePool", in, 1, 17);
         int64_t ks[2] = {3, 4}, st[2] = {2, 3}, pads[4] = {1, 2, 1, 0};
         on_attr_ints(&t, "kernel_shape", ks, 2);
         on_attr_ints(&t, "strides", st, 2);

@@ -8,116 +8,10 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "ops/op.h"
-#include "test_util.h"
-
-/* ================================================================ a one-node graph */
-
-typedef struct onenode {
-    zci_graph *g;
-    int node;
-    void *data[16]; /* by tensor index */
-} onenode;
-
-static void on_init(onenode *t, int opset)
-{
-    memset(t, 0, sizeof *t);
-    t->g = zci_graph_new();
-    t->g->opset = opset;
-}
-
-/* A run-time input (or, with is_const, a constant the graph owns) holding a copy of `values`. */
-static int on_tensor(onenode *t, zci_dtype dt, const int64_t *dims, int nd, const void *values, int is_const)
-{
-    char name[16];
-    snprintf(name, sizeof name, "t%d", t->g->n_tensors);
-    int i = zci_graph_add_tensor(t->g, name, is_const ? ZCI_TENSOR_CONSTANT : ZCI_TENSOR_INPUT);
-    zci_tensor *x = &t->g->tensors[i];
-    const int64_t scalar[1] = {1};
-    zci_tensor_set_shape(x, dt, nd ? dims : scalar, nd);
-    size_t bytes = zci_tensor_bytes(x);
-    void *buf = malloc(bytes ? bytes : 1);
-    if (values) memcpy(buf, values, bytes);
-    if (is_const)
-        zci_tensor_make_const(x, buf);
-    t->data[i] = buf;
-    return i;
-}
-
-static zci_node *on_node(onenode *t, const char *type, const int *in, int n_in, int opset)
-{
-    int out = zci_graph_add_tensor(t->g, "y", ZCI_TENSOR_ACTIVATION);
-    t->node = zci_graph_add_node(t->g, "n", type, "", in, n_in, &out, 1);
-    zci_node *n = &t->g->nodes[t->node];
-    n->opset = opset;
-    n->op = zci_op_find("", type, opset);
-    return n;
-}
-
-static zci_attr *on_attr(onenode *t, const char *name, zci_attr_type type)
-{
-    zci_node *n = &t->g->nodes[t->node];
-    n->attrs = realloc(n->attrs, sizeof *n->attrs * (size_t)(n->n_attrs + 1));
-    zci_attr *a = &n->attrs[n->n_attrs++];
-    memset(a, 0, sizeof *a);
-    a->name = zci_strdup(name);
-    a->type = type;
-    return a;
-}
-
-static void on_attr_int(onenode *t, const char *name, int64_t v) { on_attr(t, name, ZCI_ATTR_INT)->i = v; }
-static void on_attr_float(onenode *t, const char *name, float v) { on_attr(t, name, ZCI_ATTR_FLOAT)->f = v; }
-static void on_attr_ints(onenode *t, const char *name, const int64_t *v, int count)
-{
-    zci_attr *a = on_attr(t, name, ZCI_ATTR_INTS);
-    a->ints = malloc(sizeof *a->ints * (size_t)(count ? count : 1));
-    memcpy(a->ints, v, sizeof *a->ints * (size_t)count);
-    a->n = count;
-}
-
-static zci_status on_infer(onenode *t)
-{
-    zci_node *n = &t->g->nodes[t->node];
-    if (!n->op) return zci_error(ZCI_UNSUPPORTED, "no op");
-    return n->op->infer(t->g, n);
-}
-
-/* Runs the kernel with `threads` into a fresh output buffer; returns it (the caller frees). */
-static void *on_run(onenode *t, int threads)
-{
-    zci_node *n = &t->g->nodes[t->node];
-    const zci_tensor *y = &t->g->tensors[n->out[0]];
-    size_t bytes = zci_tensor_bytes(y);
-    void *out = malloc(bytes ? bytes : 1);
-    memset(out, 0xA5, bytes ? bytes : 1);
-    t->data[n->out[0]] = out;
-    zci_kernel_ctx k = {.g = t->g, .n = n, .data = t->data, .nthreads = threads, .state = NULL};
-    zci_status st = n->op->cpu(&k);
-    CHECK(st == ZCI_OK, "%s kernel: %s", n->op_type, zci_last_error());
-    t->data[n->out[0]] = NULL;
-    return out;
-}
-
-static void on_free(onenode *t)
-{
-    for (int i = 0; i < t->g->n_tensors; i++)
-        if (t->g->tensors[i].kind != ZCI_TENSOR_CONSTANT) free(t->data[i]);
-    zci_graph_free(t->g);
-}
-
-static const zci_tensor *on_out(const onenode *t) { return &t->g->tensors[t->g->nodes[t->node].out[0]]; }
+#define TEST_RNG_SEED 88172645463325252ull
+#include "onenode.h"
 
 /* ================================================================ reference helpers */
-
-static uint64_t rng_state = 88172645463325252ull;
-static uint64_t rng(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static float frand(float lo, float hi) { return lo + (hi - lo) * (float)((rng() >> 11) * 0x1.0p-53); }
 
 static int64_t numel(const int64_t *d, int nd)
 {
@@ -212,7 +106,7 @@ static void test_binary_float(void)
             bool is_bool = y->dtype == ZCI_BOOL;
             CHECK(y->ndim == ond && !memcmp(y->dims, od, sizeof(int64_t) * (size_t)ond), "%s pair %zu: shape", ops[o], p);
             for (int threads = 1; threads <= 4; threads += 3) {
-                void *out = on_run(&t, threads);
+                void *out = on_run(&t, NULL, threads);
                 int64_t bad = 0, first = -1;
                 for (int64_t i = 0; i < no; i++) {
                     float want = ref_binary(ops[o], a[bcast_index(i, od, ond, sa->d, sa->nd)],
@@ -246,7 +140,7 @@ static void test_integers(void)
     int in[2] = {on_tensor(&t, ZCI_INT64, da, 2, a, 0), on_tensor(&t, ZCI_INT64, db, 1, b, 0)};
     on_node(&t, "Div", in, 2, 17);
     CHECK_OK(on_infer(&t));
-    int64_t *y = on_run(&t, 1);
+    int64_t *y = on_run(&t, NULL, 1);
     /* truncation toward zero; / 0 gives 0; INT64_MIN / -1 wraps instead of trapping */
     const int64_t want[12] = {3, 0, INT64_MIN, -33, 4, 0, -INT64_MAX, 0, 0, 0, -3, -1};
     for (int i = 0; i < 12; i++) CHECK(y[i] == want[i], "Div int64 [%d]: %lld, want %lld", i, (long long)y[i], (long long)want[i]);
@@ -259,7 +153,7 @@ static void test_integers(void)
     int in2[2] = {on_tensor(&t, ZCI_INT32, d4, 1, xa, 0), on_tensor(&t, ZCI_INT32, d1, 1, xb, 0)};
     on_node(&t, "Mul", in2, 2, 17);
     CHECK_OK(on_infer(&t));
-    int32_t *z = on_run(&t, 1);
+    int32_t *z = on_run(&t, NULL, 1);
     CHECK(z[0] == -2 && z[1] == -10 && z[2] == 6 && z[3] == 0, "Mul int32 wraps: %d %d %d %d", z[0], z[1], z[2], z[3]);
     free(z);
     on_free(&t);
@@ -268,7 +162,7 @@ static void test_integers(void)
     int in3[1] = {on_tensor(&t, ZCI_INT32, d4, 1, xa, 0)};
     on_node(&t, "Abs", in3, 1, 17);
     CHECK_OK(on_infer(&t));
-    z = on_run(&t, 1);
+    z = on_run(&t, NULL, 1);
     CHECK(z[0] == 2147483647 && z[1] == 5 && z[2] == 3 && z[3] == -2147483647 - 1, "Abs int32");
     free(z);
     on_free(&t);
@@ -279,7 +173,7 @@ static void test_integers(void)
     int in4[2] = {on_tensor(&t, ZCI_INT64, (int64_t[]){3}, 1, pb, 0), on_tensor(&t, ZCI_INT64, (int64_t[]){3}, 1, pe, 0)};
     on_node(&t, "Pow", in4, 2, 17);
     CHECK_OK(on_infer(&t));
-    y = on_run(&t, 1);
+    y = on_run(&t, NULL, 1);
     CHECK(y[0] == 1024 && y[1] == -27 && y[2] == 1, "Pow int64: %lld %lld %lld", (long long)y[0], (long long)y[1],
           (long long)y[2]);
     free(y);
@@ -307,7 +201,7 @@ static void test_where_and_max(void)
     int64_t no = zci_tensor_numel(yt);
     CHECK(no == 4 * 160 * 160, "Where shape");
     for (int threads = 1; threads <= 4; threads += 3) {
-        float *y = on_run(&t, threads);
+        float *y = on_run(&t, NULL, threads);
         int64_t bad = 0;
         for (int64_t i = 0; i < no; i++) {
             float want = c[bcast_index(i, yt->dims, 3, dc, 3)] ? x[bcast_index(i, yt->dims, 3, dx, 3)]
@@ -330,7 +224,7 @@ static void test_where_and_max(void)
                  on_tensor(&t, ZCI_FLOAT32, (int64_t[]){2, 1}, 2, m2, 0)};
     on_node(&t, "Max", im, 3, 13);
     CHECK_OK(on_infer(&t));
-    float *y = on_run(&t, 1);
+    float *y = on_run(&t, NULL, 1);
     CHECK(y[0] == 4 && y[1] == 5 && isnan(y[2]) && y[3] == 3 && y[4] == 3 && y[5] == 3, "Max variadic: %g %g %g %g %g %g",
           y[0], y[1], y[2], y[3], y[4], y[5]);
     free(y);
@@ -352,7 +246,7 @@ static void test_unary(void)
     on_node(&t, "Sigmoid", &in, 1, 17);
     CHECK_OK(on_infer(&t));
     for (int threads = 1; threads <= 4; threads += 3) {
-        float *y = on_run(&t, threads);
+        float *y = on_run(&t, NULL, threads);
         int64_t bad = 0, first = -1;
         for (int64_t i = 0; i < n; i++) {
             double want = 1.0 / (1.0 + exp(-(double)x[i]));
@@ -375,7 +269,7 @@ static void test_unary(void)
     in = on_tensor(&t, ZCI_FLOAT32, (int64_t[]){7}, 1, v, 0);
     on_node(&t, "HardSwish", &in, 1, 17);
     CHECK_OK(on_infer(&t));
-    float *y = on_run(&t, 1);
+    float *y = on_run(&t, NULL, 1);
     for (int i = 0; i < 7; i++) CHECK(fabsf(y[i] - hswish[i]) < 1e-6f, "HardSwish(%g) = %g", v[i], y[i]);
     free(y);
     on_free(&t);
@@ -385,7 +279,7 @@ static void test_unary(void)
     on_node(&t, "LeakyRelu", &in, 1, 17);
     on_attr_float(&t, "alpha", 0.1f);
     CHECK_OK(on_infer(&t));
-    y = on_run(&t, 1);
+    y = on_run(&t, NULL, 1);
     for (int i = 0; i < 7; i++) CHECK(y[i] == (v[i] < 0 ? 0.1f * v[i] : v[i]), "LeakyRelu(%g) = %g", v[i], y[i]);
     free(y);
     on_free(&t);
@@ -403,7 +297,7 @@ static void test_clip(void)
                  on_tensor(&t, ZCI_FLOAT32, NULL, 0, &hi, 0)};
     on_node(&t, "Clip", in, 3, 13);
     CHECK_OK(on_infer(&t));
-    float *y = on_run(&t, 1);
+    float *y = on_run(&t, NULL, 1);
     CHECK(y[0] == 0 && y[1] == 0 && y[2] == 0 && y[4] == 0, "Clip min > max: %g %g %g %g", y[0], y[1], y[2], y[4]);
     free(y);
     on_free(&t);
@@ -414,7 +308,7 @@ static void test_clip(void)
     on_node(&t, "Clip", &in1, 1, 6);
     on_attr_float(&t, "max", 2.0f);
     CHECK_OK(on_infer(&t));
-    y = on_run(&t, 1);
+    y = on_run(&t, NULL, 1);
     CHECK(y[0] == -2 && y[1] == 0.5f && y[2] == 2 && isnan(y[3]) && y[4] == 2, "Clip-6: %g %g %g %g %g", y[0], y[1],
           y[2], y[3], y[4]);
     free(y);
@@ -426,7 +320,7 @@ static void test_clip(void)
     int ini[3] = {on_tensor(&t, ZCI_INT64, (int64_t[]){3}, 1, xi, 0), on_tensor(&t, ZCI_INT64, NULL, 0, &loi, 1), -1};
     on_node(&t, "Clip", ini, 3, 13);
     CHECK_OK(on_infer(&t));
-    int64_t *yi = on_run(&t, 1);
+    int64_t *yi = on_run(&t, NULL, 1);
     CHECK(yi[0] == -1 && yi[1] == 0 && yi[2] == 5, "Clip int64");
     free(yi);
     on_free(&t);
@@ -444,7 +338,7 @@ static void *cast_run(zci_dtype from, zci_dtype to, const void *x, int64_t n)
     void *y = NULL;
     zci_status st = on_infer(&t);
     CHECK(st == ZCI_OK, "Cast %d -> %d: %s", from, to, zci_last_error());
-    if (st == ZCI_OK) y = on_run(&t, 4);
+    if (st == ZCI_OK) y = on_run(&t, NULL, 4);
     on_free(&t);
     return y;
 }
@@ -526,7 +420,7 @@ static void test_softmax(void)
             inner = numel(s->d + ax + 1, s->nd - ax - 1);
         }
         for (int threads = 1; threads <= 4; threads += 3) {
-            float *y = on_run(&t, threads);
+            float *y = on_run(&t, NULL, threads);
             int64_t bad = 0;
             for (int64_t o = 0; o < outer; o++)
                 for (int64_t j = 0; j < inner; j++) {
@@ -605,7 +499,7 @@ static void test_reduce_mean(void)
             want[o] += x[i];
         }
         for (int threads = 1; threads <= 4; threads += 3) {
-            float *y = on_run(&t, threads);
+            float *y = on_run(&t, NULL, threads);
             int64_t bad = 0;
             for (int64_t o = 0; o < no; o++) bad += !(fabs(y[o] - want[o] / (double)cnt) <= 1e-5);
             CHECK(bad == 0, "ReduceMean case %zu threads %d: %lld wrong", c, threads, (long long)bad);
@@ -640,7 +534,7 @@ static void test_batchnorm(void)
     on_attr_float(&t, "epsilon", 1e-3f);
     CHECK_OK(on_infer(&t));
     for (int threads = 1; threads <= 4; threads += 3) {
-        float *y = on_run(&t, threads);
+        float *y = on_run(&t, NULL, threads);
         int64_t bad = 0;
         for (int64_t i = 0; i < n; i++) {
             int c = (int)(i / 10000 % 8);
