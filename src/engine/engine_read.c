@@ -346,10 +346,10 @@ static zci_status read_io(rbuf *r, zci_graph *g, int outputs, uint8_t *listed)
     if (!list) return ZCI_OUT_OF_MEMORY;
     if (outputs) {
         g->outputs = list;
-        g->n_outputs = (int)n;
+        g->n_outputs = g->cap_outputs = (int)n;
     } else {
         g->inputs = list;
-        g->n_inputs = (int)n;
+        g->n_inputs = g->cap_inputs = (int)n;
     }
     uint8_t bit = outputs ? 2 : 1;
     for (uint32_t i = 0; i < n; i++) {

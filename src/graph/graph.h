@@ -93,9 +93,9 @@ typedef struct zci_graph {
     zci_node *nodes;
     int n_nodes, cap_nodes;
     int *inputs;     /* graph inputs that are not initializers, in model order */
-    int n_inputs;
+    int n_inputs, cap_inputs;
     int *outputs;
-    int n_outputs;
+    int n_outputs, cap_outputs;
     int *order;      /* execution order: indices of live nodes (zci_graph_toposort) */
     int n_order;
     int opset;       /* opset of the default domain */

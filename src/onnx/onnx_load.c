@@ -688,7 +688,7 @@ static zci_status add_input(loader *L, const value_info *v)
     t = zci_graph_add_tensor(g, v->name, ZCI_TENSOR_INPUT);
     if (t < 0) return ZCI_OUT_OF_MEMORY;
     zci_tensor_set_shape(&g->tensors[t], v->dtype, dims, v->ndim);
-    ZCI_TRY(zci_grow((void **)&g->inputs, g->n_inputs, &(int){g->n_inputs}, sizeof(int)));
+    ZCI_TRY(zci_grow((void **)&g->inputs, g->n_inputs, &g->cap_inputs, sizeof(int)));
     g->inputs[g->n_inputs++] = t;
     return ZCI_OK;
 }
@@ -736,7 +736,7 @@ static zci_status parse_graph(loader *L, pb_reader r)
                                    v.name ? v.name : "");
                 } else {
                     g->tensors[t].is_output = true;
-                    st = zci_grow((void **)&g->outputs, g->n_outputs, &(int){g->n_outputs}, sizeof(int));
+                    st = zci_grow((void **)&g->outputs, g->n_outputs, &g->cap_outputs, sizeof(int));
                     if (st == ZCI_OK) g->outputs[g->n_outputs++] = t;
                 }
             }
