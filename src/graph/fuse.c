@@ -72,12 +72,12 @@ static bool activation_of(const zci_graph *g, const zci_node *n, zci_activation 
     return true;
 }
 
-/* Makes `conv` produce `from`'s output and kills `from` (whose input was conv's old output). */
-static void take_output(zci_graph *g, zci_node *conv, zci_node *from)
+/* Makes node n produce `from`'s output and kills `from` (whose input was n's old output). */
+static void take_output(zci_graph *g, zci_node *n, zci_node *from)
 {
-    int old = conv->out[0];
-    conv->out[0] = from->out[0];
-    g->tensors[conv->out[0]].producer = (int)(conv - g->nodes);
+    int old = n->out[0];
+    n->out[0] = from->out[0];
+    g->tensors[n->out[0]].producer = (int)(n - g->nodes);
     g->tensors[old].producer = -1;
     from->dead = true;
 }
@@ -170,12 +170,7 @@ static zci_status hoist_activation(zci_graph *g, int ai, bool *changed)
         const zci_conv_params *cp = p->params;
         if (!cp || cp->activation != ZCI_ACT_NONE || cp->sum_input >= 0) return ZCI_OK;
         ZCI_TRY(zci_conv_set_fusion(g, p, act, alpha, beta, -1, 0));
-        zci_node *move = &g->nodes[last_move];
-        int old = move->out[0];
-        move->out[0] = act_node->out[0];
-        g->tensors[move->out[0]].producer = last_move;
-        g->tensors[old].producer = -1;
-        act_node->dead = true;
+        take_output(g, &g->nodes[last_move], act_node);
         *changed = true;
         return ZCI_OK;
     }
