@@ -53,7 +53,8 @@ ZCI_API void run_inference(InferenceSession session, const float* input_data, fl
 ZCI_API void destroy_session(InferenceSession session);
 
 /* Runs the session on CUDA device memory: input_size floats at d_input in, output_size floats
- * written to d_output, on the session's stream; returns when the output is written. The
+ * written to d_output, on CUDA's legacy default stream (so it is ordered with the caller's
+ * cudaMemcpy/cudaMemset/kernels on the default stream); returns when the output is written. The
  * session's own buffers (get_device_buffers) may be passed. A CPU session refuses
  * (ZCI_UNSUPPORTED), as do host pointers (ZCI_INVALID_ARGUMENT). */
 ZCI_API void run_inference_device(InferenceSession session, const float* d_input, float* d_output, int input_size, int output_size);

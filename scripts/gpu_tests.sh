@@ -6,8 +6,9 @@
 #
 #   scripts/gpu_tests.sh [--build DIR] [--quick] [--no-bench] [--no-peers] [--ab] [--compile] [--profile]
 #
-# --no-peers skips the PyTorch peers; --ab adds yolov5s FP16 benchmarks (batch 1 and 32) with the
-# fused convolutions switched off (ZCI_CUDA_NO_FUSE=1), and the count of fused convolutions.
+# --no-peers skips the PyTorch peers; --ab adds yolov5s FP16 benchmarks with every convolution on
+# cuDNN (ZCI_CUDA_CONV=cudnn, batch 1 and 32) or on our kernel (ZCI_CUDA_CONV=igemm), and each
+# convolution's timed choice.
 # --quick tests three models only; --profile adds gpu_profile's node times of yolov5s (FP16,
 # FP32) and Nsight Compute's kernel list of one FP16 inference.
 # Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
@@ -93,6 +94,8 @@ for m in $ALL; do
     [ $m = classifier_dynbatch ] && NAMES="$NAMES $m:3" || NAMES="$NAMES $m"
 done
 
+STEP_TIMEOUT=120 step test_gpu_conv "$BUILD/tests/gpu/test_gpu_conv" || status=1
+tail -n 14 "$LOG/test_gpu_conv.log"
 STEP_TIMEOUT=150 step test_gpu_api "$BUILD/tests/gpu/test_gpu_api" $MODELS/yolov5s.onnx || status=1
 tail -n 12 "$LOG/test_gpu_api.log"
 STEP_TIMEOUT=300 step test_gpu_models "$BUILD/tests/gpu/test_gpu_models" $MODELS $REFS $NAMES || status=1
@@ -103,32 +106,19 @@ if [ $BENCH = 1 ]; then
     Y=$MODELS/yolov5s.onnx
     STEP_TIMEOUT=90 step bench_fp32 "$BUILD/zcinfer" bench $Y --device cuda --iters 300
     STEP_TIMEOUT=90 step bench_fp16 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
-    # yolov5s with a symbolic batch: the input's and output's first dimension named, and the head's
-    # final Reshape targets [1, -1, 85] made [0, -1, 85] (0 copies the batch)
-    $PY - $Y $MODELS/yolov5s_dynbatch.onnx <<'PYEOF'
-import sys
-import numpy as np
-import onnx
-from onnx import numpy_helper
-m = onnx.load(sys.argv[1])
-for vi in list(m.graph.input) + list(m.graph.output):
-    vi.type.tensor_type.shape.dim[0].dim_param = "batch"
-for n in m.graph.node:
-    if n.op_type == "Constant":
-        v = numpy_helper.to_array(n.attribute[0].t)
-        if v.dtype == np.int64 and v.shape == (3,) and v[0] == 1 and v[1] == -1:
-            n.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array([0, -1, v[2]], np.int64)))
-onnx.save(m, sys.argv[2])
-PYEOF
+    $PY bench/make_dynbatch.py $Y $MODELS/yolov5s_dynbatch.onnx
     STEP_TIMEOUT=90 step bench_fp16_b32 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
     for f in bench_fp32 bench_fp16 bench_fp16_b32; do echo "== $f"; cat "$LOG/$f.log"; done
     if [ $AB = 1 ]; then
-        STEP_TIMEOUT=90 step bench_fp16_nofuse env ZCI_CUDA_NO_FUSE=1 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
-        STEP_TIMEOUT=90 step bench_fp16_b32_nofuse env ZCI_CUDA_NO_FUSE=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
+        STEP_TIMEOUT=90 step bench_fp16_cudnn env ZCI_CUDA_CONV=cudnn "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+        STEP_TIMEOUT=90 step bench_fp16_igemm env ZCI_CUDA_CONV=igemm "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+        STEP_TIMEOUT=90 step bench_fp16_b32_cudnn env ZCI_CUDA_CONV=cudnn "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
         STEP_TIMEOUT=60 step verbose_fp16 "$BUILD/zcinfer" run $Y --device cuda --fp16 -v
-        echo "== A/B: fused convolutions off (ZCI_CUDA_NO_FUSE=1)"
-        grep -hE "creation|GPU time|img/s|throughput" "$LOG/bench_fp16_nofuse.log" "$LOG/bench_fp16_b32_nofuse.log"
-        grep -hE "fused|no cuDNN engine|no fused" "$LOG/verbose_fp16.log" | head -8
+        for f in bench_fp16_cudnn bench_fp16_igemm bench_fp16_b32_cudnn; do
+            echo "== A/B $f"; grep -hE "creation|GPU time" "$LOG/$f.log"
+        done
+        echo "== per-convolution choice (cuDNN fused graph or our kernel), batch 1"
+        grep -hE "cuDNN fused .* us, ours|implicit-GEMM|fused into" "$LOG/verbose_fp16.log" | sed 's/^zcinfer: //' | head -70
     fi
     zgpu=$(grep "GPU time (CUDA events)" "$LOG/bench_fp16.log" | awk '{print $6}')
     zrt=$(grep "pinned host buffers, wall" "$LOG/bench_fp16.log" | awk '{print $6}')
@@ -146,6 +136,9 @@ elif [ -x "$SANITIZER" ]; then
         "$BUILD/tests/gpu/test_gpu_models" $MODELS $REFS classifier || status=1
     STEP_TIMEOUT=60 step memcheck_api env ZCI_GPU_TEST_QUICK=1 "$SANITIZER" --tool memcheck --error-exitcode 9 \
         "$BUILD/tests/gpu/test_gpu_api" || status=1
+    STEP_TIMEOUT=120 step memcheck_conv "$SANITIZER" --tool memcheck --error-exitcode 9 "$BUILD/tests/gpu/test_gpu_conv" --quick || status=1
+    STEP_TIMEOUT=120 step racecheck_conv "$SANITIZER" --tool racecheck --error-exitcode 9 "$BUILD/tests/gpu/test_gpu_conv" --quick || status=1
+    grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$LOG/memcheck_conv.log" "$LOG/racecheck_conv.log" | head -4
     grep -E "ERROR SUMMARY|Invalid|passed|FAIL" "$LOG/memcheck_models.log" "$LOG/memcheck_api.log" | head -20
 else
     echo "compute-sanitizer not found"; status=1

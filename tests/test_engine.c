@@ -446,7 +446,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* A real model on the CPU (FP32) or CUDA (FP16): the engine's session agrees with the ONNX
- * session (CPU: bit-identical; CUDA: the same plan, within 1e-3), and the time to a ready
+ * session (CPU: bit-identical; CUDA: within 1e-2, and two engine sessions bit-identical), and the time to a ready
  * session from each (median of 3, files read once before). */
 static void test_model(const char *models, const char *name, zci_device device)
 {
@@ -491,7 +491,17 @@ static void test_model(const char *models, const char *name, zci_device device)
         char what[128];
         snprintf(what, sizeof what, "%s %s: ONNX vs engine", name, label);
         CHECK(zci_session_device(b) == device, "%s: the engine runs on the device it was built for", what);
-        check_same_session(a, b, what, device == ZCI_DEVICE_CUDA ? 1e-3 : 0);
+        /* CUDA FP16: each session times its convolution kernels (cuDNN's fused graph or ours) and
+         * may pick differently, so the ONNX session agrees within FP16's tolerance; two sessions
+         * of one engine file run the file's choices and agree bit for bit */
+        check_same_session(a, b, what, device == ZCI_DEVICE_CUDA ? 1e-2 : 0);
+        if (device == ZCI_DEVICE_CUDA) {
+            zci_session *b2 = NULL;
+            create_ms(engine, NULL, &b2);
+            snprintf(what, sizeof what, "%s %s: engine vs engine", name, label);
+            if (b2) CHECK(same_outputs(b, b2, what), "%s: two sessions of one engine file differ", what);
+            zci_session_destroy(b2);
+        }
     }
     printf("%s %s: ready session from ONNX %.1f ms (%.1f MB), from the engine %.1f ms (%.1f MB); build %.0f ms\n",
            name, label, t_onnx[1], osize / 1048576.0, t_engine[1], esize / 1048576.0, build_ms);

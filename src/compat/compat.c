@@ -18,6 +18,14 @@ int zci_compat_last_status(void) { return last_status; }
 
 static void record(zci_status st) { last_status = (int)st; }
 
+/* CUDA's legacy default stream (cudaStreamLegacy), named without CUDA's headers. The wrapper's
+ * callers fill d_input and clear d_output with plain cudaMemcpy/cudaMemset/kernel launches on
+ * the default stream and take no stream of ours, so device runs are queued on that stream: they
+ * start after the caller's earlier work and finish before the caller's later work. (On the
+ * session's own non-blocking stream a cudaMemset(d_output) queued just before the call could
+ * land after the run's output: seen on the H100 as a partly zeroed output.) */
+#define LEGACY_STREAM ((void *)0x1)
+
 /* A failed call of the public API, with the compat function's name put in front of its
  * message. */
 static zci_status in_fn(const char *fn, zci_status st) { return st == ZCI_OK ? st : zci_error_prefix(st, "%s", fn); }
@@ -130,11 +138,11 @@ void run_inference_device(InferenceSession session, const float *d_input, float 
         void *own_in = NULL, *own_out = NULL;
         if (zci_session_device(s) == ZCI_DEVICE_CUDA && zci_session_input_device_buffer(s, 0, &own_in) == ZCI_OK &&
             zci_session_output_device_buffer(s, 0, &own_out) == ZCI_OK && own_in == d_input && own_out == d_output) {
-            st = in_fn("run_inference_device", zci_run_own_buffers(s, NULL));
-            if (st == ZCI_OK) st = in_fn("run_inference_device", zci_session_synchronize(s, NULL));
+            st = in_fn("run_inference_device", zci_run_own_buffers(s, LEGACY_STREAM));
+            if (st == ZCI_OK) st = in_fn("run_inference_device", zci_session_synchronize(s, LEGACY_STREAM));
         } else {
             zci_binding bin = {NULL, (void *)d_input, in_bytes}, bout = {NULL, d_output, out_bytes};
-            st = in_fn("run_inference_device", zci_run_device(s, &bin, 1, &bout, 1, NULL));
+            st = in_fn("run_inference_device", zci_run_device(s, &bin, 1, &bout, 1, LEGACY_STREAM));
         }
     }
     record(st);

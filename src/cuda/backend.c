@@ -334,6 +334,12 @@ static zci_status prepare_nodes(cu_ctx *c)
     return ZCI_OK;
 }
 
+zci_status cu_cudnn_handle(cu_ctx *c)
+{
+    if (!c->cudnn) CUDNN_TRY(cudnnCreate(&c->cudnn));
+    return ZCI_OK;
+}
+
 static zci_status create_handles(cu_ctx *c)
 {
     CU_TRY(cudaStreamCreateWithFlags(&c->own_stream, cudaStreamNonBlocking));
@@ -341,7 +347,7 @@ static zci_status create_handles(cu_ctx *c)
     CU_TRY(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming));
     for (int i = 0; i < (int)(sizeof c->chunk_ev / sizeof c->chunk_ev[0]); i++)
         CU_TRY(cudaEventCreateWithFlags(&c->chunk_ev[i], cudaEventDisableTiming));
-    CUDNN_TRY(cudnnCreate(&c->cudnn));
+    /* cuDNN's handle: on first need (cu_cudnn_handle) */
     /* a cuBLAS handle takes device memory of its own: only for models that multiply matrices */
     int gemms = 0;
     for (int p = 0; p < c->g->n_order; p++) {
@@ -433,6 +439,9 @@ static void release_ctx(cu_ctx *c)
     if (c->done) cudaEventDestroy(c->done);
     if (c->own_stream) cudaStreamDestroy(c->own_stream);
     (void)cudaGetLastError();
+    cu_igemm_tuning_release(c);
+    cu_fused_saved_release(c);
+    free(c->igemm_forced);
     free(c->allocs);
     free(c->ptr);
     free(c->dt);
@@ -505,8 +514,11 @@ static zci_status prepare_ctx(cu_ctx *c)
     log_memory(c, "activation arena", &mem);
     cu_resolve_views(c);
     cu_conv_prewarm(c);
-    ZCI_TRY(prepare_nodes(c));
+    zci_status pst = prepare_nodes(c);
+    cu_igemm_tuning_release(c);
+    ZCI_TRY(pst);
     log_memory(c, "node state", &mem);
+    if (c->convs_igemm) zci_log(c->verbose, "CUDA: %d convolutions on our implicit-GEMM kernel", c->convs_igemm);
     if (c->convs_epilogue)
         zci_log(c->verbose, "CUDA: %d of %d convolutions with an epilogue fused into one cuDNN graph", c->convs_fused,
                 c->convs_epilogue);
@@ -518,7 +530,92 @@ static zci_status prepare_ctx(cu_ctx *c)
     return ZCI_OK;
 }
 
-static zci_status cuda_prepare(zci_session *s)
+/* ---- engine files: the kernel choices of our convolutions (conv_igemm.cu) ----
+ * Blob: u32 magic, u32 version, u32 count, then per convolution five int32: its position in the
+ * execution order (engine files store the nodes in that order),
+ * kernel configuration, k split, and the output's rows and channels (a check that the entry
+ * belongs to this node); then the cuDNN plans (cu_fused_export's section). All little-endian, as
+ * the engine file. */
+#define IGEMM_BLOB_MAGIC 0x4749435au /* "ZCIG" */
+#define IGEMM_BLOB_VERSION 2u
+
+static zci_status cuda_export_blob(zci_session *s, void **data, size_t *size)
+{
+    cu_ctx *c = s->be_ctx;
+    const zci_graph *g = c->g;
+    *data = NULL;
+    *size = 0;
+    int count = 0;
+    for (int p = 0; p < g->n_order; p++) {
+        const int i = g->order[p];
+        int cfg, splits;
+        if (c->nodes[i].state && cu_conv_igemm_choice(c, &g->nodes[i], c->nodes[i].state, &cfg, &splits)) count++;
+    }
+    unsigned char *plans = NULL;
+    size_t plans_size = 0;
+    ZCI_TRY(cu_fused_export(c, &plans, &plans_size));
+    size_t bytes = 12 + (size_t)count * 20 + plans_size;
+    int32_t *b = zci_malloc(bytes, "engine blob");
+    if (!b) {
+        free(plans);
+        return ZCI_OUT_OF_MEMORY;
+    }
+    b[0] = (int32_t)IGEMM_BLOB_MAGIC;
+    b[1] = (int32_t)IGEMM_BLOB_VERSION;
+    b[2] = count;
+    int k = 3;
+    for (int p = 0; p < g->n_order; p++) {
+        const int i = g->order[p];
+        int cfg, splits;
+        const zci_node *n = &g->nodes[i];
+        if (!c->nodes[i].state || !cu_conv_igemm_choice(c, n, c->nodes[i].state, &cfg, &splits)) continue;
+        const zci_tensor *y = &g->tensors[n->out[0]];
+        b[k++] = p;
+        b[k++] = cfg;
+        b[k++] = splits;
+        b[k++] = (int32_t)(y->dims[0] * y->dims[2] * y->dims[3]);
+        b[k++] = (int32_t)y->dims[1];
+    }
+    memcpy((unsigned char *)b + 12 + (size_t)count * 20, plans, plans_size);
+    free(plans);
+    *data = b;
+    *size = bytes;
+    return ZCI_OK;
+}
+
+/* Reads an export_blob blob into c->igemm_forced. Entries that do not match the graph are
+ * refused: the file was altered (its checksum passed) or written by another build. */
+static zci_status read_blob(cu_ctx *c, const void *blob, size_t size)
+{
+    const zci_graph *g = c->g;
+    if (size < 12) return zci_error(ZCI_INVALID_MODEL, "engine file: the CUDA backend's state is %zu bytes, too short", size);
+    uint32_t head[3];
+    memcpy(head, blob, sizeof head);
+    if (head[0] != IGEMM_BLOB_MAGIC || head[1] != IGEMM_BLOB_VERSION)
+        return zci_error(ZCI_INVALID_MODEL, "engine file: the CUDA backend's state has an unknown format (version %u); "
+                                            "rebuild the engine with this version of zcinfer", head[1]);
+    if (head[2] > (uint32_t)g->n_order || size < 12 + (size_t)head[2] * 20 + 4)
+        return zci_error(ZCI_INVALID_MODEL, "engine file: the CUDA backend's state holds %u entries in %zu bytes", head[2], size);
+    c->igemm_forced = zci_calloc((size_t)g->n_nodes + 1, sizeof *c->igemm_forced, "engine state");
+    if (!c->igemm_forced) return ZCI_OUT_OF_MEMORY;
+    const unsigned char *p = (const unsigned char *)blob + 12;
+    for (uint32_t e = 0; e < head[2]; e++, p += 20) {
+        int32_t v[5];
+        memcpy(v, p, sizeof v);
+        const zci_node *n = v[0] >= 0 && v[0] < g->n_order ? &g->nodes[g->order[v[0]]] : NULL;
+        const zci_tensor *y = n && !strcmp(n->op_type, "Conv") && n->n_out > 0 && n->out[0] >= 0 ? &g->tensors[n->out[0]] : NULL;
+        if (!y || y->ndim != 4 || v[3] != (int32_t)(y->dims[0] * y->dims[2] * y->dims[3]) || v[4] != (int32_t)y->dims[1] ||
+            v[1] < -1 || v[1] > 61 || v[2] < 1 || v[2] > 64)
+            return zci_error(ZCI_INVALID_MODEL, "engine file: the CUDA backend's entry %u does not match the graph "
+                                                "(node %d); rebuild the engine", e, v[0]);
+        c->igemm_forced[g->order[v[0]]] = (v[1] + 2) + 64 * v[2];
+    }
+    c->from_engine = 1;
+    const size_t at = 12 + (size_t)head[2] * 20;
+    return cu_fused_import(c, (const unsigned char *)blob + at, size - at);
+}
+
+static zci_status cuda_prepare_blob(zci_session *s, const void *blob, size_t size)
 {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
@@ -545,6 +642,7 @@ static zci_status cuda_prepare(zci_session *s)
     e = cudaSetDevice(device);
     if (e != cudaSuccess) st = cu_cuda_error(e, "cudaSetDevice");
     s->be_ctx = c;
+    if (st == ZCI_OK && blob) st = read_blob(c, blob, size);
     if (st == ZCI_OK) st = prepare_ctx(c);
     if (st == ZCI_OK) {
         s->summary.activation_bytes = c->arena_size;
@@ -559,6 +657,8 @@ static zci_status cuda_prepare(zci_session *s)
     return st;
 }
 
+static zci_status cuda_prepare(zci_session *s) { return cuda_prepare_blob(s, NULL, 0); }
+
 const zci_backend_iface zci_cuda_backend_iface = {
     /* .name = */ "cuda",
     /* .prepare = */ cuda_prepare,
@@ -567,8 +667,8 @@ const zci_backend_iface zci_cuda_backend_iface = {
     /* .synchronize = */ cu_backend_synchronize,
     /* .release = */ cuda_release,
     /* .describe_device = */ cu_backend_describe_device,
-    /* .export_blob = */ NULL, /* algorithms come from cuDNN's heuristics: nothing to keep */
-    /* .prepare_with_blob = */ NULL,
+    /* .export_blob = */ cuda_export_blob,
+    /* .prepare_with_blob = */ cuda_prepare_blob,
     /* .copy_own_buffer = */ cu_backend_copy_own_buffer,
 };
 

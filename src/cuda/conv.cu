@@ -39,6 +39,7 @@ struct conv_state {
     int epilogue;         /* anything to do after the convolution */
     cu_fused_conv *fused; /* convolution and epilogue in one cuDNN graph, or NULL */
     void *bias_fused;     /* the bias in the type the fused graph reads */
+    cu_igemm *igemm;      /* our own kernel (conv_igemm.cu), or NULL */
 };
 
 void release(void *p)
@@ -50,6 +51,7 @@ void release(void *p)
     if (s->w) cudnnDestroyFilterDescriptor(s->w);
     if (s->conv) cudnnDestroyConvolutionDescriptor(s->conv);
     cu_fused_conv_release(s->fused);
+    free(s->igemm);
     free(s); /* bias: a cu_malloc allocation, freed with the session */
 }
 
@@ -120,24 +122,16 @@ __global__ void k_epilogue_nhwc_half2(__half2 *__restrict__ y, const float *__re
 }
 
 /* The weights (M, C/g, R, S) reordered to (M, R, S, cp) in the device type, uploaded; channels
- * C/g..cp-1 (padding, see layout.c) are zero. */
+ * C/g..cp-1 (padding, see layout.c) are zero. The reordering runs on the host's threads
+ * (layout.c: cu_reorder_krsc): it is a large part of loading an engine file. */
 zci_status upload_krsc(cu_ctx *c, int wt, int64_t cp, void **out)
 {
     const zci_tensor *w = &c->g->tensors[wt];
-    const int64_t M = w->dims[0], C = w->dims[1], R = w->dims[2], S = w->dims[3];
+    const int64_t M = w->dims[0], R = w->dims[2], S = w->dims[3];
     const size_t es = cu_esize(c, wt), n = (size_t)(M * cp * R * S);
-    char *host = (char *)zci_calloc(n * es + 1, 1, "reordered weights");
+    void *host = zci_calloc(n * es + 1, 1, "reordered weights");
     if (!host) return ZCI_OUT_OF_MEMORY;
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t ch = 0; ch < C; ch++)
-            for (int64_t r = 0; r < R; r++)
-                for (int64_t q = 0; q < S; q++) {
-                    size_t src = (size_t)(((m * C + ch) * R + r) * S + q), dst = (size_t)(((m * R + r) * S + q) * cp + ch);
-                    float v = w->dtype == ZCI_FLOAT16 ? zci_f16_to_f32(((const uint16_t *)w->data)[src])
-                                                      : ((const float *)w->data)[src];
-                    if (es == 2) ((uint16_t *)host)[dst] = zci_f32_to_f16(v);
-                    else ((float *)host)[dst] = v;
-                }
+    cu_reorder_krsc(w, cp, es == 2, host);
     zci_status st = cu_upload(c, host, n * es, w->name, out);
     free(host);
     return st;
@@ -239,6 +233,62 @@ zci_status check(const cu_ctx *c, const zci_node *n)
     return ZCI_OK;
 }
 
+/* Channels of the buffer an NHWC convolution reads: an input read from a channel-padded copy
+ * has more (zero) channels, and the weights get as many (layout.c). */
+int nhwc_in_channels(const cu_ctx *c, const zci_node *n)
+{
+    const zci_tensor *x = ZCI_IN(c->g, n, 0);
+    return (cu_node_of(c, n)->alt_in & 1) && c->alt_c[n->in[0]] ? c->alt_c[n->in[0]] : (int)x->dims[1];
+}
+
+/* Our own kernel: the KRSC weights, an FP32 bias, and the tile shape timed (or taken from an
+ * engine file); *us: its time (0 when not timed). */
+zci_status build_igemm(cu_ctx *c, const zci_node *n, conv_state *s, int xc, float *us)
+{
+    const zci_conv_params *p = params(n);
+    if (!s->w_krsc) ZCI_TRY(upload_krsc(c, n->in[1], xc, &s->w_krsc));
+    if (p->has_bias && !s->bias) ZCI_TRY(cu_upload_const(c, n->in[2], ZCI_FLOAT32, (void **)&s->bias));
+    ZCI_TRY(cu_igemm_build(c, n, xc, &s->igemm));
+    int cfg = -2, splits = 0;
+    const int f = c->igemm_forced ? c->igemm_forced[n - c->g->nodes] : 0;
+    if (f > 0) {
+        cfg = f % 64 - 2;
+        splits = f / 64;
+    }
+    return cu_igemm_tune(c, n, s->igemm, s->w_krsc, s->bias, cfg, splits, us);
+}
+
+/* ZCI_CUDA_CONV: "cudnn" (cuDNN only), "igemm" (our kernel wherever it applies), anything else or
+ * unset: per convolution the faster of the two, timed at planning. */
+int conv_mode_is(const char *mode)
+{
+    const char *env = getenv("ZCI_CUDA_CONV");
+    return env && !strcmp(env, mode);
+}
+
+/* The faster of the fused cuDNN graph (built) and our kernel for node n, timed on the session's
+ * buffers; the loser's state is dropped. Engine files record the outcome. */
+zci_status pick_faster(cu_ctx *c, const zci_node *n, conv_state *s, int xc)
+{
+    const zci_conv_params *p = params(n);
+    float t_cudnn = 0.f, t_own = 0.f;
+    ZCI_TRY(cu_fused_conv_time(c, s->fused, cu_in(c, n, 0), s->w_krsc, s->bias_fused,
+                               p->sum_input >= 0 ? cu_in(c, n, p->sum_input) : NULL, c->ptr[n->out[0]], &t_cudnn));
+    ZCI_TRY(build_igemm(c, n, s, xc, &t_own));
+    const int own = t_own > 0.f && t_own < t_cudnn;
+    char how[64];
+    zci_log(c->verbose, "%s: cuDNN fused %.1f us, ours (%s) %.1f us: %s", zci_node_desc(c->g, n), t_cudnn,
+            cu_igemm_describe(s->igemm, how, sizeof how), t_own, own ? "ours" : "cuDNN");
+    if (own) {
+        cu_fused_conv_release(s->fused);
+        s->fused = NULL;
+    } else {
+        free(s->igemm);
+        s->igemm = NULL;
+    }
+    return ZCI_OK;
+}
+
 zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
 {
     const zci_graph *g = c->g;
@@ -247,15 +297,23 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
     const int nsp = p->w.nsp;
     const cudnnDataType_t dt = data_type(c->dt[n->in[0]]);
     int dims[8], strides[8];
+    s->nhwc = cu_nhwc(c, n);
+    const int own_ok = s->nhwc && cu_igemm_eligible(c, n, nhwc_in_channels(c, n));
+    const int forced_own = c->igemm_forced && c->igemm_forced[n - c->g->nodes] > 0;
+    if (own_ok && (conv_mode_is("igemm") || forced_own)) {
+        c->convs_epilogue += p->has_bias || p->activation != ZCI_ACT_NONE || p->sum_input >= 0;
+        ZCI_TRY(build_igemm(c, n, s, nhwc_in_channels(c, n), NULL));
+        c->convs_igemm++;
+        return ZCI_OK;
+    }
+    ZCI_TRY(cu_cudnn_handle(c));
     CUDNN_TRY(cudnnCreateTensorDescriptor(&s->x));
     CUDNN_TRY(cudnnCreateTensorDescriptor(&s->y));
     CUDNN_TRY(cudnnCreateFilterDescriptor(&s->w));
     CUDNN_TRY(cudnnCreateConvolutionDescriptor(&s->conv));
-    s->nhwc = cu_nhwc(c, n);
     if (s->nhwc) {
-        /* layout.c runs only 2-D convolutions with constant weights in NHWC; an input read from a
-         * channel-padded copy has more (zero) channels, and the weights get as many */
-        const int xc = (cu_node_of(c, n)->alt_in & 1) && c->alt_c[n->in[0]] ? c->alt_c[n->in[0]] : (int)x->dims[1];
+        /* layout.c runs only 2-D convolutions with constant weights in NHWC */
+        const int xc = nhwc_in_channels(c, n);
         const int wc = xc == (int)x->dims[1] ? (int)w->dims[1] : xc;
         CUDNN_TRY(cudnnSetTensor4dDescriptor(s->x, CUDNN_TENSOR_NHWC, dt, (int)x->dims[0], xc, (int)x->dims[2],
                                              (int)x->dims[3]));
@@ -303,9 +361,17 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
             if (!p->has_bias) break; /* the bias type cannot matter */
         }
         if (s->fused) {
-            c->convs_fused++;
+            /* from an engine file: its choice (cuDNN here; our kernel was taken above) */
+            if (own_ok && !c->from_engine) ZCI_TRY(pick_faster(c, n, s, nhwc_in_channels(c, n)));
+            if (s->igemm) c->convs_igemm++;
+            else c->convs_fused++;
             return ZCI_OK;
         }
+    }
+    if (own_ok) { /* our kernel instead of cuDNN's convolution plus our epilogue kernel */
+        ZCI_TRY(build_igemm(c, n, s, nhwc_in_channels(c, n), NULL));
+        c->convs_igemm++;
+        return ZCI_OK;
     }
     ZCI_TRY(choose_algo(c, n, s, math));
     cu_need_workspace(c, s->ws);
@@ -325,6 +391,23 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
 }
 
 } // namespace
+
+extern "C" int cu_conv_may_fuse(const cu_ctx *c, const zci_node *n)
+{
+    if (!strcmp(n->op_type, "Conv") && n->params && cu_nhwc(c, n) && cu_igemm_eligible(c, n, nhwc_in_channels(c, n)))
+        return !conv_mode_is("igemm") && !(c->igemm_forced && c->igemm_forced[n - c->g->nodes] > 0);
+    return 1;
+}
+
+extern "C" int cu_conv_igemm_choice(const cu_ctx *c, const zci_node *n, const void *state, int *cfg, int *splits)
+{
+    (void)c;
+    if (strcmp(n->op_type, "Conv") || !state) return 0;
+    const conv_state *s = (const conv_state *)state;
+    if (!s->igemm) return 0;
+    cu_igemm_choice(s->igemm, cfg, splits);
+    return 1;
+}
 
 extern "C" void cu_conv_prewarm(cu_ctx *c)
 {
@@ -356,6 +439,7 @@ extern "C" zci_status cu_conv_launch(cu_ctx *c, const zci_node *n, void *state, 
     const int yt = n->out[0];
     const uint32_t count = (uint32_t)cu_numel(c, yt);
     if (!count) return ZCI_OK;
+    if (s->igemm) return cu_igemm_launch(c, n, s->igemm, s->w_krsc, s->bias, stream);
     if (s->fused) {
         const zci_conv_params *p = params(n);
         return cu_fused_conv_launch(c, s->fused, cu_in(c, n, 0), s->w_krsc, s->bias_fused,

@@ -357,6 +357,40 @@ static zci_status build_plan(const cu_ctx *c, cudnnHandle_t handle, const zci_no
     return ZCI_OK;
 }
 
+/* A plan restored from its JSON form (cu_fused_export) instead of compiled: *out NULL when cuDNN
+ * refuses it (another cuDNN build, say). The tensors' uids follow from the key. */
+static zci_status plan_from_json(const cu_ctx *c, const plan_key *k, const char *json, size_t len, fused_plan **out)
+{
+    *out = NULL;
+    fused_plan *f = zci_calloc(1, sizeof *f, "fused convolution");
+    if (!f) return ZCI_OUT_OF_MEMORY;
+    cudnnBackendDescriptor_t plan = NULL;
+    int64_t ws = 0;
+    cudnnHandle_t h = c->cudnn;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) == CUDNN_STATUS_SUCCESS &&
+        cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) == CUDNN_STATUS_SUCCESS &&
+        cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, (int64_t)len,
+                                 json) == CUDNN_STATUS_SUCCESS &&
+        cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
+        cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, NULL, &ws) ==
+            CUDNN_STATUS_SUCCESS &&
+        ws >= 0 && (size_t)ws <= k->max_ws) {
+        f->plan = plan;
+        f->ws = ws;
+        f->engine = -1;
+        f->uids[f->n_uids++] = UID_X;
+        f->uids[f->n_uids++] = UID_W;
+        f->uids[f->n_uids++] = UID_Y;
+        if (k->has_bias) f->uids[f->n_uids++] = UID_B;
+        if (k->has_sum) f->uids[f->n_uids++] = UID_S;
+        *out = f;
+        return ZCI_OK;
+    }
+    if (plan) cudnnBackendDestroyDescriptor(plan);
+    free(f);
+    return ZCI_OK;
+}
+
 /* The key of node n's graph (bias in FP16 when bias_half); 0 when cuDNN has no form of its
  * epilogue. xc/wc: the input's and the weights' channels, padded (layout.c) or not. */
 static int node_key(const cu_ctx *c, const zci_node *n, int bias_half, size_t max_ws, plan_key *k)
@@ -416,7 +450,13 @@ zci_status cu_fused_conv_build(cu_ctx *c, const zci_node *n, int bias_half, size
     if (!found) {
         double t0 = zci_now();
         fused_plan *f = NULL;
-        ZCI_TRY(build_plan(c, c->cudnn, n, &k, &f));
+        for (int i = 0; i < c->n_fused_saved && !f; i++)
+            if (!memcmp(c->fused_saved[i].key, &k, sizeof k)) {
+                ZCI_TRY(plan_from_json(c, &k, c->fused_saved[i].json, c->fused_saved[i].len, &f));
+                if (!f && c->verbose)
+                    zci_log(1, "%s: the engine file's cuDNN plan did not load; planning it again", zci_node_desc(g, n));
+            }
+        if (!f) ZCI_TRY(build_plan(c, c->cudnn, n, &k, &f));
         if (!f) { /* remembered as refused: an empty entry */
             f = zci_calloc(1, sizeof *f, "fused convolution");
             if (!f) return ZCI_OUT_OF_MEMORY;
@@ -443,13 +483,13 @@ zci_status cu_fused_conv_build(cu_ctx *c, const zci_node *n, int bias_half, size
     return ZCI_OK;
 }
 
-zci_status cu_fused_conv_launch(cu_ctx *c, cu_fused_conv *f, const void *x, const void *w, const void *bias,
-                                const void *sum, void *y)
+static zci_status launch_ws(cu_ctx *c, cu_fused_conv *f, const void *x, const void *w, const void *bias, const void *sum,
+                           void *y, void *workspace)
 {
     const fused_plan *fp = f->fp;
     void *ptrs[5] = {(void *)x, (void *)w, y, NULL, NULL};
     for (int i = 3; i < fp->n_uids; i++) ptrs[i] = fp->uids[i] == UID_B ? (void *)bias : (void *)sum;
-    void *ws = fp->ws ? c->workspace : NULL;
+    void *ws = fp->ws ? workspace : NULL;
     if (!f->pack || memcmp(ptrs, f->ptrs, sizeof ptrs) || ws != f->pack_ws) {
         if (f->pack) cudnnBackendDestroyDescriptor(f->pack);
         f->pack = NULL;
@@ -474,11 +514,55 @@ zci_status cu_fused_conv_launch(cu_ctx *c, cu_fused_conv *f, const void *x, cons
     return ZCI_OK;
 }
 
+zci_status cu_fused_conv_launch(cu_ctx *c, cu_fused_conv *f, const void *x, const void *w, const void *bias,
+                                const void *sum, void *y)
+{
+    return launch_ws(c, f, x, w, bias, sum, y, c->workspace);
+}
+
+zci_status cu_fused_conv_time(cu_ctx *c, cu_fused_conv *f, const void *x, const void *w, const void *bias,
+                              const void *sum, void *y, float *us)
+{
+    /* planning runs before the shared workspace exists: a temporary one */
+    void *ws = NULL;
+    if (f->fp->ws) CU_TRY(cudaMalloc(&ws, (size_t)f->fp->ws));
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    zci_status st = ZCI_OK;
+    cudnnStatus_t ce = cudnnSetStream(c->cudnn, c->own_stream);
+    if (ce != CUDNN_STATUS_SUCCESS) st = cu_cudnn_error(ce, "cudnnSetStream");
+    if (st == ZCI_OK && (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess))
+        st = zci_error(ZCI_DEVICE_ERROR, "cudaEventCreate failed while timing a convolution");
+    if (st == ZCI_OK) st = launch_ws(c, f, x, w, bias, sum, y, ws); /* warm-up */
+    float best = 1e30f;
+    for (int rep = 0; rep < 2 && st == ZCI_OK; rep++) {
+        cudaEventRecord(e0, c->own_stream);
+        for (int i = 0; i < 8 && st == ZCI_OK; i++) st = launch_ws(c, f, x, w, bias, sum, y, ws);
+        cudaEventRecord(e1, c->own_stream);
+        cudaError_t e = cudaEventSynchronize(e1);
+        if (st == ZCI_OK && e != cudaSuccess) st = cu_cuda_error(e, "timing a fused convolution");
+        float ms = 0.f;
+        if (st == ZCI_OK) cudaEventElapsedTime(&ms, e0, e1);
+        if (st == ZCI_OK && ms / 8 < best) best = ms / 8;
+    }
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    if (ws) {
+        cudaStreamSynchronize(c->own_stream);
+        cudaFree(ws);
+    }
+    /* the variant pack named the temporary workspace: rebuilt at the next launch */
+    if (f->pack) cudnnBackendDestroyDescriptor(f->pack);
+    f->pack = NULL;
+    *us = best * 1000.f;
+    return st;
+}
+
 /* 1 for a node that conv.cu plans through cu_fused_conv_build: an NHWC FP16 convolution. */
 static int fused_candidate(const cu_ctx *c, const zci_node *n)
 {
     const cu_node *cn = cu_node_of(c, n);
-    return cn->op && !strcmp(n->op_type, "Conv") && cn->nhwc && c->dt[n->in[0]] == ZCI_FLOAT16 && n->params;
+    return cn->op && !strcmp(n->op_type, "Conv") && cn->nhwc && c->dt[n->in[0]] == ZCI_FLOAT16 && n->params &&
+           cu_conv_may_fuse(c, n);
 }
 
 /* The prewarm threads' shared work list. */
@@ -521,6 +605,7 @@ void cu_fused_prewarm(cu_ctx *c, int bias_half, size_t max_ws)
         plan_key k;
         if (!fused_candidate(c, n) || !node_key(c, n, bias_half, max_ws, &k)) continue;
         int seen = 0;
+        for (int i = 0; i < c->n_fused_saved && !seen; i++) seen = !memcmp(c->fused_saved[i].key, &k, sizeof k);
         for (int i = 0; i < nk && !seen; i++) seen = !memcmp(&keys[i], &k, sizeof k);
         if (!seen) keys[nk++] = k;
     }
@@ -545,4 +630,125 @@ void cu_fused_prewarm(cu_ctx *c, int bias_half, size_t max_ws)
     zci_log(c->verbose, "CUDA: %d fused convolution plans compiled on %d threads in %.1f ms (warming the kernel caches)", nk,
             started, (zci_now() - t0) * 1e3);
     free(keys);
+}
+
+/* ---- engine files: the compiled plans as cuDNN's JSON form ----
+ * Section: u32 count, then per plan: u32 key size, the key's bytes (plan_key, zero padding
+ * included), u64 JSON length, the JSON. Restoring a plan skips its runtime compilation, which is
+ * most of the planning time of an FP16 session. */
+zci_status cu_fused_export(const cu_ctx *c, unsigned char **data, size_t *size)
+{
+    *data = NULL;
+    *size = 0;
+    const cu_fused_plans *cache = c->fused_plans;
+    size_t total = 4;
+    int count = 0;
+    char **json = NULL;
+    int64_t *len = NULL;
+    const int n = cache ? cache->n : 0;
+    if (n) {
+        json = zci_calloc((size_t)n, sizeof *json, "engine blob");
+        len = zci_calloc((size_t)n, sizeof *len, "engine blob");
+        if (!json || !len) {
+            free(json);
+            free(len);
+            return ZCI_OUT_OF_MEMORY;
+        }
+    }
+    zci_status st = ZCI_OK;
+    for (int i = 0; i < n && st == ZCI_OK; i++) {
+        const fused_plan *f = cache->p[i];
+        if (!f->plan) continue;
+        int64_t got = 0;
+        if (cudnnBackendGetAttribute(f->plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &got,
+                                     NULL) != CUDNN_STATUS_SUCCESS ||
+            got <= 0)
+            continue; /* not serializable: compiled again at load */
+        json[i] = zci_malloc((size_t)got + 1, "engine blob");
+        if (!json[i]) {
+            st = ZCI_OUT_OF_MEMORY;
+            break;
+        }
+        int64_t got2 = 0;
+        if (cudnnBackendGetAttribute(f->plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, got, &got2,
+                                     json[i]) != CUDNN_STATUS_SUCCESS ||
+            got2 != got) {
+            free(json[i]);
+            json[i] = NULL;
+            continue;
+        }
+        len[i] = got;
+        total += 4 + sizeof(plan_key) + 8 + (size_t)got;
+        count++;
+    }
+    unsigned char *b = st == ZCI_OK ? zci_malloc(total, "engine blob") : NULL;
+    if (st == ZCI_OK && !b) st = ZCI_OUT_OF_MEMORY;
+    if (st == ZCI_OK) {
+        size_t o = 0;
+        uint32_t u = (uint32_t)count;
+        memcpy(b + o, &u, 4);
+        o += 4;
+        for (int i = 0; i < n; i++) {
+            if (!json[i]) continue;
+            u = (uint32_t)sizeof(plan_key);
+            memcpy(b + o, &u, 4);
+            o += 4;
+            memcpy(b + o, cache->p[i]->key, sizeof(plan_key));
+            o += sizeof(plan_key);
+            uint64_t l = (uint64_t)len[i];
+            memcpy(b + o, &l, 8);
+            o += 8;
+            memcpy(b + o, json[i], (size_t)len[i]);
+            o += (size_t)len[i];
+        }
+        *data = b;
+        *size = total;
+    }
+    for (int i = 0; i < n; i++) free(json[i]);
+    free(json);
+    free(len);
+    return st;
+}
+
+zci_status cu_fused_import(cu_ctx *c, const unsigned char *p, size_t size)
+{
+    if (size < 4) return zci_error(ZCI_INVALID_MODEL, "engine file: the cuDNN plans section is truncated");
+    uint32_t count;
+    memcpy(&count, p, 4);
+    size_t o = 4;
+    if (count > (uint32_t)c->g->n_order + 1)
+        return zci_error(ZCI_INVALID_MODEL, "engine file: %u cuDNN plans for %d nodes", count, c->g->n_order);
+    c->fused_saved = zci_calloc((size_t)count + 1, sizeof *c->fused_saved, "engine plans");
+    if (!c->fused_saved) return ZCI_OUT_OF_MEMORY;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t ks;
+        uint64_t l;
+        if (size - o < 4) goto bad;
+        memcpy(&ks, p + o, 4);
+        o += 4;
+        if (ks != sizeof(plan_key) || ks > sizeof c->fused_saved[i].key || size - o < (size_t)ks + 8) goto bad;
+        memcpy(c->fused_saved[i].key, p + o, ks);
+        o += ks;
+        memcpy(&l, p + o, 8);
+        o += 8;
+        if (l == 0 || l > size - o) goto bad;
+        c->fused_saved[i].json = zci_malloc((size_t)l, "engine plans");
+        if (!c->fused_saved[i].json) return ZCI_OUT_OF_MEMORY;
+        memcpy(c->fused_saved[i].json, p + o, (size_t)l);
+        c->fused_saved[i].len = (size_t)l;
+        o += (size_t)l;
+        c->n_fused_saved = (int)i + 1;
+    }
+    if (o != size) goto bad;
+    return ZCI_OK;
+bad:
+    return zci_error(ZCI_INVALID_MODEL, "engine file: the cuDNN plans section is malformed; rebuild the engine");
+}
+
+void cu_fused_saved_release(cu_ctx *c)
+{
+    for (int i = 0; i < c->n_fused_saved; i++) free(c->fused_saved[i].json);
+    free(c->fused_saved);
+    c->fused_saved = NULL;
+    c->n_fused_saved = 0;
 }

@@ -27,6 +27,26 @@ zci_status zci_cuda_profile(zci_session *s, int iters, double *node_ms);
  * converted to float). `bytes` must be the tensor's byte size in the graph's type. */
 zci_status zci_cuda_read_tensor(zci_session *s, int t, void *host, size_t bytes);
 
+/* One convolution on conv_igemm.cu's kernel, outside any session: NHWC FP16 input x (N, H, W, C;
+ * C a multiple of 8), weights w (Nc, R, S, C), an optional FP32 bias and FP16 residual (N*OH*OW,
+ * Nc), output y (N*OH*OW rows of ldy >= Nc halves; the caller's contents are kept where the
+ * kernel does not write, so a poison shows what it wrote). Halves are IEEE binary16 bits. */
+typedef struct zci_igemm_test {
+    int N, H, W, C, Nc, R, S, sh, sw, ph, pw, dh, dw, OH, OW;
+    int act; /* ops/conv.h's zci_activation */
+    float alpha, beta;
+    int sum_first;
+    int ldy;
+    const uint16_t *x, *w, *res; /* res may be NULL */
+    const float *bias;           /* may be NULL */
+} zci_igemm_test;
+/* Number of tile configurations; cfg -1 is the one-thread-per-output fallback kernel. */
+int zci_cuda_igemm_configs(void);
+/* Runs t with tile configuration cfg and `splits` blocks along k (twice, on the same buffers) and
+ * copies y back into y_host (which also supplies y's initial contents). us != NULL: then times
+ * 100 more launches back to back and stores the mean in microseconds. */
+zci_status zci_cuda_igemm_test_run(const zci_igemm_test *t, int cfg, int splits, uint16_t *y_host, float *us);
+
 #ifdef __cplusplus
 }
 #endif

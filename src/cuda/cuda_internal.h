@@ -98,6 +98,20 @@ struct cu_ctx {
     struct cu_fused_plans *fused_plans; /* conv_fused.c's plans, shared by equal graphs */
     int convs_fused;         /* convolutions planned as one cuDNN graph with their epilogue */
     int convs_epilogue;      /* convolutions with an epilogue (fused or not) */
+    int convs_igemm;         /* convolutions on our own kernel (conv_igemm.cu) */
+    int *igemm_counters;     /* split-K tile counters (CU_IGEMM_MAX_TILES, zero between launches) */
+    struct cu_igemm_tuning *igemm_tuning; /* planning only: timed choices, shared by equal geometries */
+    int *igemm_forced;       /* per graph node: an engine file's kernel choice (cfg + 2 + 64 * splits), 0: none */
+    int from_engine;         /* prepared from an engine file's state: no timing, the file's choices */
+    struct cu_fused_saved *fused_saved; /* an engine file's cuDNN plans (JSON), restored instead of compiled */
+    int n_fused_saved;
+};
+
+/* An engine file's cuDNN plan: the key of its graph (conv_fused.c's plan_key) and its JSON. */
+struct cu_fused_saved {
+    unsigned char key[256];
+    char *json;
+    size_t len;
 };
 
 /* ---- layouts (layout.c) ----
@@ -117,6 +131,9 @@ zci_status cu_plan_layout(cu_ctx *c);
 /* 1 if constant t is read only as the weights of NHWC convolutions, which upload their own
  * reordered copy: its NCHW copy need not be uploaded. */
 int cu_weights_only(const cu_ctx *c, int t);
+/* Convolution weights w (M, C, R, S) as (M, R, S, cp) in FP16 (half) or FP32 at host, which
+ * holds M * R * S * cp elements and is zero where ch >= C (on the host's threads). */
+void cu_reorder_krsc(const zci_tensor *w, int64_t cp, int half, void *host);
 /* Queues the node at execution position p, then the conversions of its outputs. */
 zci_status cu_launch_node(cu_ctx *c, int p, cudaStream_t stream);
 /* Queues the conversions of model inputs and constants (the start of a run's body). */
@@ -235,8 +252,44 @@ void cu_fused_prewarm(cu_ctx *c, int bias_half, size_t max_ws);
 zci_status cu_fused_conv_launch(cu_ctx *c, cu_fused_conv *f, const void *x, const void *w, const void *bias,
                                 const void *sum, void *y);
 void cu_fused_conv_release(cu_fused_conv *f);
+/* Mean GPU time of the fused convolution on these buffers (warm-up, then 8 launches timed twice;
+ * planning time only: it synchronizes). */
+zci_status cu_fused_conv_time(cu_ctx *c, cu_fused_conv *f, const void *x, const void *w, const void *bias,
+                              const void *sum, void *y, float *us);
+/* The session's compiled plans as a malloc'd engine-file section, and back (into c->fused_saved,
+ * which cu_fused_conv_build consults before compiling); cu_fused_saved_release frees them. */
+zci_status cu_fused_export(const cu_ctx *c, unsigned char **data, size_t *size);
+zci_status cu_fused_import(cu_ctx *c, const unsigned char *p, size_t size);
+void cu_fused_saved_release(cu_ctx *c);
 /* Frees the session's plans (after every node's state). */
 void cu_fused_plans_release(cu_ctx *c);
+
+/* ---- our implicit-GEMM convolution (conv_igemm.cu) ----
+ * NHWC FP16 2-D convolutions with one group and a multiple of 8 input channels (xc: the channel
+ * count of the buffer read, padded copies included) run on our own tensor-core kernel with the
+ * whole epilogue fused. build records the geometry; tune picks the tile shape and k split (the
+ * fastest on this GPU, timed on the session's buffers, or forced_cfg/forced_splits from an engine
+ * file: forced_cfg < -1 means "time it"); launch queues it, reading the buffers of this run. */
+#define CU_IGEMM_MAX_TILES 4096
+typedef struct cu_igemm cu_igemm;
+int cu_igemm_eligible(const cu_ctx *c, const zci_node *n, int xc);
+zci_status cu_igemm_build(cu_ctx *c, const zci_node *n, int xc, cu_igemm **out);
+zci_status cu_igemm_tune(cu_ctx *c, const zci_node *n, cu_igemm *g, const void *w, const float *bias, int forced_cfg,
+                         int forced_splits, float *best_us);
+zci_status cu_igemm_launch(cu_ctx *c, const zci_node *n, cu_igemm *g, const void *w, const float *bias,
+                           cudaStream_t stream);
+void cu_igemm_choice(const cu_igemm *g, int *cfg, int *splits);
+const char *cu_igemm_describe(const cu_igemm *g, char *buf, size_t size);
+/* Frees the planning-time tuning table (after every node is prepared). */
+void cu_igemm_tuning_release(cu_ctx *c);
+/* conv.cu: for a Conv node's prepared state on our kernel, its choice (cu_igemm_choice) and 1;
+ * else 0. */
+int cu_conv_igemm_choice(const cu_ctx *c, const zci_node *n, const void *state, int *cfg, int *splits);
+/* conv.cu: 0 if node n (a Conv) will not be planned as a cuDNN fused graph (our kernel only). */
+int cu_conv_may_fuse(const cu_ctx *c, const zci_node *n);
+/* The cuDNN handle, created on first need (sessions whose convolutions all run on our kernels
+ * never load cuDNN's engines). */
+zci_status cu_cudnn_handle(cu_ctx *c);
 
 /* ---- running (run.c) ---- */
 

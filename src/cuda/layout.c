@@ -253,3 +253,19 @@ zci_status cu_launch_prologue(cu_ctx *c, cudaStream_t s)
     }
     return ZCI_OK;
 }
+
+void cu_reorder_krsc(const zci_tensor *w, int64_t cp, int half, void *host)
+{
+    const int64_t M = w->dims[0], C = w->dims[1], R = w->dims[2], S = w->dims[3];
+#pragma omp parallel for schedule(static) if (M * C * R * S > 65536)
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t ch = 0; ch < C; ch++)
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t q = 0; q < S; q++) {
+                    size_t src = (size_t)(((m * C + ch) * R + r) * S + q), dst = (size_t)(((m * R + r) * S + q) * cp + ch);
+                    float v = w->dtype == ZCI_FLOAT16 ? zci_f16_to_f32(((const uint16_t *)w->data)[src])
+                                                      : ((const float *)w->data)[src];
+                    if (half) ((uint16_t *)host)[dst] = zci_f32_to_f16(v);
+                    else ((float *)host)[dst] = v;
+                }
+}

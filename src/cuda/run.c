@@ -28,7 +28,7 @@
 zci_status cu_run_nodes(cu_ctx *c, cudaStream_t stream)
 {
     const zci_graph *g = c->g;
-    CUDNN_TRY(cudnnSetStream(c->cudnn, stream));
+    if (c->cudnn) CUDNN_TRY(cudnnSetStream(c->cudnn, stream));
     if (c->cublas) CUBLAS_TRY(cublasSetStream(c->cublas, stream));
     ZCI_TRY(cu_launch_prologue(c, stream));
     for (int p = 0; p < g->n_order; p++) ZCI_TRY(cu_launch_node(c, p, stream));
@@ -516,7 +516,7 @@ zci_status zci_cuda_debug_run(zci_session *s, int (*visit)(void *user, int node)
     zci_status r = order_after_last(c, st);
     for (int i = 0; r == ZCI_OK && i < s->n_in; i++) r = input_edge(c, i, c->in_buf[i], st);
     if (r == ZCI_OK) {
-        cudnnStatus_t e1 = cudnnSetStream(c->cudnn, st);
+        cudnnStatus_t e1 = c->cudnn ? cudnnSetStream(c->cudnn, st) : CUDNN_STATUS_SUCCESS;
         cublasStatus_t e2 = c->cublas ? cublasSetStream(c->cublas, st) : CUBLAS_STATUS_SUCCESS;
         if (e1 != CUDNN_STATUS_SUCCESS) r = cu_cudnn_error(e1, "cudnnSetStream");
         else if (e2 != CUBLAS_STATUS_SUCCESS) r = cu_cublas_error(e2, "cublasSetStream");
@@ -567,7 +567,7 @@ zci_status zci_cuda_profile(zci_session *s, int iters, double *node_ms)
         if (e != cudaSuccess) r = cu_cuda_error(e, "cudaStreamBeginCapture");
     }
     if (r == ZCI_OK) {
-        if (cudnnSetStream(c->cudnn, st) != CUDNN_STATUS_SUCCESS ||
+        if ((c->cudnn && cudnnSetStream(c->cudnn, st) != CUDNN_STATUS_SUCCESS) ||
             (c->cublas && cublasSetStream(c->cublas, st) != CUBLAS_STATUS_SUCCESS))
             r = zci_error(ZCI_DEVICE_ERROR, "cannot set the library streams");
         if (r == ZCI_OK) r = cu_launch_prologue(c, st);
