@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <cublas_v2.h>
 #include <cudnn.h>
@@ -158,20 +159,19 @@ typedef struct {
     bool tried;           /* under lock: an attempt was made (its outcome is final) */
     atomic_bool ready;    /* every pointer is filled; set with release once, read with acquire */
     char error[600];      /* under lock: why it could not be opened, repeated by later calls */
-    void *handle;
 } dl_lib;
 
-/* POSIX's way to store a dlsym result in a function pointer: through its address as void **. */
-static bool dl_sym(void *handle, const char *name, void **slot)
-{
-    *slot = dlsym(handle, name);
-    return *slot != NULL;
-}
-
-#define DL_RESOLVE(fns, name)                                                                 \
-    if (!dl_sym(handle, #name, (void **)&fns.name)) {                                              \
-        *missing = #name;                                                                          \
-        return false;                                                                              \
+/* dlsym's object pointer is copied into the function pointer's bytes: the conversion POSIX
+ * guarantees, without the cast that C leaves undefined or an lvalue of the wrong type. */
+_Static_assert(sizeof(void *) == sizeof(void (*)(void)), "dlsym needs function pointers the size of void *");
+#define DL_RESOLVE(fns, name)                                                                      \
+    {                                                                                              \
+        void *sym_ = dlsym(handle, #name);                                                         \
+        if (!sym_) {                                                                               \
+            *missing = #name;                                                                      \
+            return false;                                                                          \
+        }                                                                                          \
+        memcpy(&fns.name, &sym_, sizeof sym_);                                                     \
     }
 #define CUDNN_RESOLVE(name, params, args) DL_RESOLVE(cudnn_fn, name)
 #define CUBLAS_RESOLVE(name, params, args) DL_RESOLVE(cublas_fn, name)
@@ -240,7 +240,7 @@ static void dl_attempt(dl_lib *L, int verbose)
         dlclose(h);
         return;
     }
-    L->handle = h;
+    /* h is never closed: the forwarders may be called until the process ends */
     atomic_store_explicit(&L->ready, true, memory_order_release);
     if (L == &cudnn_lib) {
         size_t v = cudnn_fn.cudnnGetVersion();
