@@ -60,7 +60,7 @@ ZCI_API int zci_version_number(void);
     X(INVALID_MODEL, 3, "invalid model")             /* corrupt, truncated or inconsistent model */ \
     X(UNSUPPORTED, 4, "unsupported")                 /* op, opset, dtype or feature not supported */ \
     X(OUT_OF_MEMORY, 5, "out of memory")             /* host or device allocation failed */        \
-    X(NO_DEVICE, 6, "no device")                     /* CUDA asked for but no usable GPU/driver */ \
+    X(NO_DEVICE, 6, "no device")                     /* no usable GPU, driver, cuDNN or cuBLAS */  \
     X(DEVICE_ERROR, 7, "device error")               /* a CUDA, cuDNN or cuBLAS call failed */     \
     X(INTERNAL, 8, "internal error")                 /* a bug in zcinfer: please report it */
 

@@ -1,6 +1,6 @@
 //! Links the static library of zcinfer's CMake build: ZCINFER_LIB_DIR names its build folder
 //! (default ../build, relative to this crate). The libraries it depends on (OpenMP, oneDNN,
-//! CUDA, cuDNN) depend on how it was configured, so they are read from that folder's
+//! the CUDA runtime) depend on how it was configured, so they are read from that folder's
 //! CMakeCache.txt: what CMake found is exactly what the library was built against.
 
 use std::env;
@@ -56,13 +56,14 @@ fn main() {
         }
     }
     if on("ZCI_WITH_CUDA") {
-        for key in ["CUDA_cudart_static_LIBRARY", "CUDA_cublas_LIBRARY", "CUDA_cublasLt_LIBRARY", "CUDNN_LIBRARY"] {
-            match get(key).filter(|f| Path::new(f).is_file()) {
-                Some(file) => link_file(Path::new(&file)),
-                None => panic!("zcinfer: {key} is not in {} (a CUDA build needs it)", cache_path.display()),
-            }
+        // cuDNN and cuBLAS are not linked: the library opens them when a CUDA session needs them
+        // (src/cuda/dl.c), so that a program that only uses the CPU never maps them
+        let key = "CUDA_cudart_static_LIBRARY";
+        match get(key).filter(|f| Path::new(f).is_file()) {
+            Some(file) => link_file(Path::new(&file)),
+            None => panic!("zcinfer: {key} is not in {} (a CUDA build needs it)", cache_path.display()),
         }
-        // the static CUDA runtime's own needs, and the C++ runtime of the .cu objects
+        // dlopen, the static CUDA runtime's own needs, and the C++ runtime of the .cu objects
         for name in ["dl", "rt", "pthread", "stdc++"] {
             println!("cargo:rustc-link-lib={name}");
         }

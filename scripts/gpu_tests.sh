@@ -12,13 +12,14 @@
 # --quick tests three models only; --profile adds gpu_profile's node times of yolov5s (FP16,
 # FP32) and Nsight Compute's kernel list of one FP16 inference.
 # Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
-# references for three seeds (tests/models/ort_run.py); test_gpu_api (API behaviour, memory,
-# first-inference time); test_gpu_models (every model against onnxruntime in FP32 and FP16, all
-# ways in); compute-sanitizer memcheck on a short run; `zcinfer bench` on yolov5s (FP32, FP16,
-# FP16 batch 32) and the PyTorch peers; the vision stage (GPU preprocessing and NMS against the
-# CPU, detector accuracy through the CUDA path), engine files and the seed's C API on the GPU.
-# The build folder holds zcinfer, tests/gpu/* and tests/{test_vision_gpu,test_detect_accuracy,
-# test_engine,test_compat}. Logs go to /tmp/zci_logs, packed at the end into
+# references for three seeds (tests/models/ort_run.py); test_lazy_libs (cuDNN and cuBLAS open on
+# first use); test_gpu_api (API behaviour, memory, first-inference time); test_gpu_models (every
+# model against onnxruntime in FP32 and FP16, all ways in); compute-sanitizer memcheck on a short
+# run; `zcinfer bench` on yolov5s (FP32, FP16, FP16 batch 32) and the PyTorch peers; the vision
+# stage (GPU preprocessing and NMS against the CPU, detector accuracy through the CUDA path),
+# engine files and the seed's C API on the GPU.
+# The build folder holds zcinfer, tests/gpu/* and tests/{test_lazy_libs,test_vision_gpu,
+# test_detect_accuracy,test_engine,test_compat}. Logs go to /tmp/zci_logs, packed at the end into
 # $OUT/gpu_logs.tgz when $OUT is set. Exits non-zero when a test or the sanitizer fails; the
 # benchmarks and peers only report.
 set -u
@@ -94,6 +95,10 @@ for m in $ALL; do
     [ $m = classifier_dynbatch ] && NAMES="$NAMES $m:3" || NAMES="$NAMES $m"
 done
 
+# cuDNN and cuBLAS are opened at run time (ldd above cannot see them): that they load from
+# LD_LIBRARY_PATH, that a CPU session maps neither and a CUDA session maps cuDNN only
+STEP_TIMEOUT=60 step test_lazy_libs env ZCI_VERBOSE=1 "$BUILD/tests/test_lazy_libs" models/shapes_detector.onnx || status=1
+grep -E "loaded on first use|could not be loaded|FAIL|passed" "$LOG/test_lazy_libs.log"
 STEP_TIMEOUT=120 step test_gpu_conv "$BUILD/tests/gpu/test_gpu_conv" || status=1
 tail -n 14 "$LOG/test_gpu_conv.log"
 STEP_TIMEOUT=150 step test_gpu_api "$BUILD/tests/gpu/test_gpu_api" $MODELS/yolov5s.onnx || status=1

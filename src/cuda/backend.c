@@ -11,6 +11,7 @@
 #endif
 
 #include "cuda/cuda_internal.h"
+#include "cuda/dl.h"
 
 enum { CU_ALIGN = 256 };
 
@@ -355,6 +356,7 @@ static zci_status create_handles(cu_ctx *c)
         gemms |= !strcmp(ty, "MatMul") || !strcmp(ty, "Gemm");
     }
     if (!gemms) return ZCI_OK;
+    ZCI_TRY(cu_load_cublas(c->verbose));
     CUBLAS_TRY(cublasCreate(&c->cublas));
     /* FP32 GEMMs stay IEEE FP32 unless TF32 is allowed; FP16 GEMMs use tensor cores in any mode */
     CUBLAS_TRY(cublasSetMathMode(c->cublas, c->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
@@ -627,6 +629,8 @@ static zci_status cuda_prepare_blob(zci_session *s, const void *blob, size_t siz
     if (s->opts.device_id >= count)
         return zci_error(ZCI_NO_DEVICE, "options: device_id %d, but there %s %d CUDA device%s", s->opts.device_id,
                          count == 1 ? "is" : "are", count, count == 1 ? "" : "s");
+    /* only now, with a GPU to run on: a process that never plans for one never maps cuDNN */
+    ZCI_TRY(cu_load_cudnn(s->opts.verbose));
     cu_ctx *c = zci_calloc(1, sizeof *c, "CUDA backend");
     if (!c) return ZCI_OUT_OF_MEMORY;
     c->g = s->g;

@@ -21,6 +21,7 @@
 
 #include "cuda/cuda_debug.h"
 #include "cuda/cuda_internal.h"
+#include "cuda/dl.h"
 
 /* Staging chunks: large enough that a DMA is efficient, small enough to overlap. */
 #define CHUNK_MIN ((size_t)512 << 10)
@@ -481,6 +482,8 @@ zci_status cu_backend_describe_device(const zci_options *opts, zci_device_desc *
     }
     if (opts->device_id < 0 || opts->device_id >= count)
         return zci_error(ZCI_NO_DEVICE, "CUDA device %d does not exist (%d found)", opts->device_id, count);
+    /* an engine file records the cuDNN version; reading one checks it before planning */
+    ZCI_TRY(cu_load_cudnn(opts->verbose));
     struct cudaDeviceProp prop;
     CU_TRY(cudaGetDeviceProperties(&prop, opts->device_id));
     desc->compute_capability = prop.major * 10 + prop.minor;
