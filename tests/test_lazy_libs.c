@@ -75,7 +75,9 @@ static void cuda_session(const char *model)
         check_none_mapped("after a CUDA session failed for want of a GPU");
     } else if (st == ZCI_OK) {
         CHECK(mapped("libcudnn") == 1, "a CUDA session was created but cuDNN is not mapped");
-        CHECK(mapped("libcublas") == 0, "cuBLAS was opened for a model without MatMul or Gemm");
+        /* libcublas.so only: cuDNN's own engines may map libcublasLt (seen on the H100 with an
+         * FP32 session of this model), which is cuDNN's doing, not ours */
+        CHECK(mapped("libcublas.so") == 0, "cuBLAS was opened for a model without MatMul or Gemm");
     }
     zci_session_destroy(s);
 }

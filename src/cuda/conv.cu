@@ -40,6 +40,8 @@ struct conv_state {
     cu_fused_conv *fused; /* convolution and epilogue in one cuDNN graph, or NULL */
     void *bias_fused;     /* the bias in the type the fused graph reads */
     cu_igemm *igemm;      /* our own kernel (conv_igemm.cu), or NULL */
+    int both;             /* fused and igemm both planned: c->conv_variant picks until cu_conv_settle */
+    int prefer_own;       /* our kernel was faster timed alone */
 };
 
 void release(void *p)
@@ -266,26 +268,22 @@ int conv_mode_is(const char *mode)
     return env && !strcmp(env, mode);
 }
 
-/* The faster of the fused cuDNN graph (built) and our kernel for node n, timed on the session's
- * buffers; the loser's state is dropped. Engine files record the outcome. */
-zci_status pick_faster(cu_ctx *c, const zci_node *n, conv_state *s, int xc)
+/* Both the fused cuDNN graph (built) and our kernel for node n, each timed alone on the session's
+ * buffers. Which one runs is settled for the whole model by backend.c (cu_conv_settle), which
+ * times the complete graph: alone, our kernels look faster than they are between cuDNN's. */
+zci_status plan_both(cu_ctx *c, const zci_node *n, conv_state *s, int xc)
 {
     const zci_conv_params *p = params(n);
     float t_cudnn = 0.f, t_own = 0.f;
     ZCI_TRY(cu_fused_conv_time(c, s->fused, cu_in(c, n, 0), s->w_krsc, s->bias_fused,
                                p->sum_input >= 0 ? cu_in(c, n, p->sum_input) : NULL, c->ptr[n->out[0]], &t_cudnn));
     ZCI_TRY(build_igemm(c, n, s, xc, &t_own));
-    const int own = t_own > 0.f && t_own < t_cudnn;
+    s->both = 1;
+    s->prefer_own = t_own > 0.f && t_own < t_cudnn;
+    c->convs_both++;
     char how[64];
-    zci_log(c->verbose, "%s: cuDNN fused %.1f us, ours (%s) %.1f us: %s", zci_node_desc(c->g, n), t_cudnn,
-            cu_igemm_describe(s->igemm, how, sizeof how), t_own, own ? "ours" : "cuDNN");
-    if (own) {
-        cu_fused_conv_release(s->fused);
-        s->fused = NULL;
-    } else {
-        free(s->igemm);
-        s->igemm = NULL;
-    }
+    zci_log(c->verbose, "%s: cuDNN fused %.1f us, ours (%s) %.1f us alone", zci_node_desc(c->g, n), t_cudnn,
+            cu_igemm_describe(s->igemm, how, sizeof how), t_own);
     return ZCI_OK;
 }
 
@@ -362,8 +360,7 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
         }
         if (s->fused) {
             /* from an engine file: its choice (cuDNN here; our kernel was taken above) */
-            if (own_ok && !c->from_engine) ZCI_TRY(pick_faster(c, n, s, nhwc_in_channels(c, n)));
-            if (s->igemm) c->convs_igemm++;
+            if (own_ok && !c->from_engine) ZCI_TRY(plan_both(c, n, s, nhwc_in_channels(c, n)));
             else c->convs_fused++;
             return ZCI_OK;
         }
@@ -409,6 +406,23 @@ extern "C" int cu_conv_igemm_choice(const cu_ctx *c, const zci_node *n, const vo
     return 1;
 }
 
+extern "C" void cu_conv_settle(cu_ctx *c, const zci_node *n, void *state, int variant)
+{
+    conv_state *s = (conv_state *)state;
+    if (strcmp(n->op_type, "Conv") || !s || !s->both) return;
+    const int own = variant == CU_CONV_OWN || (variant == CU_CONV_EACH && s->prefer_own);
+    if (own) {
+        cu_fused_conv_release(s->fused);
+        s->fused = NULL;
+        c->convs_igemm++;
+    } else {
+        free(s->igemm);
+        s->igemm = NULL;
+        c->convs_fused++;
+    }
+    s->both = 0;
+}
+
 extern "C" void cu_conv_prewarm(cu_ctx *c)
 {
     const char *no_fuse = getenv("ZCI_CUDA_NO_FUSE"), *b32 = getenv("ZCI_CUDA_FUSE_BIAS32");
@@ -439,7 +453,9 @@ extern "C" zci_status cu_conv_launch(cu_ctx *c, const zci_node *n, void *state, 
     const int yt = n->out[0];
     const uint32_t count = (uint32_t)cu_numel(c, yt);
     if (!count) return ZCI_OK;
-    if (s->igemm) return cu_igemm_launch(c, n, s->igemm, s->w_krsc, s->bias, stream);
+    const int own = s->both ? c->conv_variant == CU_CONV_OWN || (c->conv_variant == CU_CONV_EACH && s->prefer_own)
+                            : s->igemm != NULL;
+    if (own) return cu_igemm_launch(c, n, s->igemm, s->w_krsc, s->bias, stream);
     if (s->fused) {
         const zci_conv_params *p = params(n);
         return cu_fused_conv_launch(c, s->fused, cu_in(c, n, 0), s->w_krsc, s->bias_fused,

@@ -103,6 +103,8 @@ struct cu_ctx {
     struct cu_igemm_tuning *igemm_tuning; /* planning only: timed choices, shared by equal geometries */
     int *igemm_forced;       /* per graph node: an engine file's kernel choice (cfg + 2 + 64 * splits), 0: none */
     int from_engine;         /* prepared from an engine file's state: no timing, the file's choices */
+    int convs_both;          /* convolutions planned both ways until cu_conv_settle */
+    int conv_variant;        /* while any is: CU_CONV_CUDNN, CU_CONV_EACH or CU_CONV_OWN */
     struct cu_fused_saved *fused_saved; /* an engine file's cuDNN plans (JSON), restored instead of compiled */
     int n_fused_saved;
 };
@@ -285,6 +287,11 @@ void cu_igemm_tuning_release(cu_ctx *c);
 /* conv.cu: for a Conv node's prepared state on our kernel, its choice (cu_igemm_choice) and 1;
  * else 0. */
 int cu_conv_igemm_choice(const cu_ctx *c, const zci_node *n, const void *state, int *cfg, int *splits);
+/* Which kernel the convolutions planned both ways run: cuDNN's fused graph, whichever was faster
+ * timed alone, or ours. backend.c times the whole model under each and settles on the fastest;
+ * cu_conv_settle then frees the other plan of node n (state: its prepared state). */
+enum { CU_CONV_CUDNN = 0, CU_CONV_EACH = 1, CU_CONV_OWN = 2 };
+void cu_conv_settle(cu_ctx *c, const zci_node *n, void *state, int variant);
 /* conv.cu: 0 if node n (a Conv) will not be planned as a cuDNN fused graph (our kernel only). */
 int cu_conv_may_fuse(const cu_ctx *c, const zci_node *n);
 /* The cuDNN handle, created on first need (sessions whose convolutions all run on our kernels
