@@ -16,8 +16,10 @@
 # ways in); compute-sanitizer memcheck on a short run; `zcinfer bench` on yolov5s (FP32, FP16,
 # FP16 batch 32) and the PyTorch peers; the vision stage (GPU preprocessing and NMS against the
 # CPU, detector accuracy through the CUDA path), engine files and the seed's C API on the GPU.
-# The build folder holds zcinfer, tests/gpu/* and tests/{test_vision_gpu,test_detect_accuracy,
-# test_engine,test_compat}. Logs go to /tmp/zci_logs, packed at the end into
+# Then the Rust crate's tests, prebuilt (this machine has no cargo). The build folder holds zcinfer,
+# tests/gpu/*, tests/{test_vision_gpu,test_detect_accuracy,test_engine,test_compat} and
+# rust-tests/*: scripts/build_gpu_bundle.sh builds them all into build-gpu, small enough to carry
+# (then: scripts/gpu_tests.sh --build build-gpu). Logs go to /tmp/zci_logs, packed at the end into
 # $OUT/gpu_logs.tgz when $OUT is set. Exits non-zero when a test or the sanitizer fails; the
 # benchmarks and peers only report.
 set -u
@@ -66,7 +68,7 @@ step() { # name, then the command; logs to $LOG/name.log
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv >"$LOG/gpu.txt" 2>&1
 cat "$LOG/gpu.txt"
-for b in "$BUILD/zcinfer" "$BUILD"/tests/gpu/*; do
+for b in "$BUILD/zcinfer" "$BUILD"/tests/gpu/* "$BUILD"/rust-tests/*; do
     if [ -x "$b" ] && ldd "$b" | grep -q "not found"; then
         echo "gpu_tests.sh: $b: missing shared libraries:"; ldd "$b" | grep "not found"; exit 1
     fi
@@ -163,6 +165,17 @@ STEP_TIMEOUT=150 step test_engine_cuda "$BUILD/tests/test_engine" $FIX $MODELS y
 STEP_TIMEOUT=120 step test_compat_gpu "$BUILD/tests/test_compat" $MODELS || status=1
 for f in test_vision_gpu detect_accuracy_cuda test_engine_cuda test_compat_gpu; do
     echo "== $f"; grep -vE "^PASS" "$LOG/$f.log" | tail -n 14
+done
+
+# ---- the Rust crate's tests (issue 5): its CPU cases again, and its CUDA cases, which print
+# "skipped: no GPU" only where there is none
+RUST_TESTS=$(ls "$BUILD"/rust-tests/* 2>/dev/null)
+[ -z "$RUST_TESTS" ] && { echo "gpu_tests.sh: no Rust test programs in $BUILD/rust-tests (scripts/build_gpu_bundle.sh)"; status=1; }
+for t in $RUST_TESTS; do
+    n=rust_$(basename "$t")
+    STEP_TIMEOUT=120 step "$n" env ZCINFER_TEST_FIXTURES=$FIX ZCINFER_TEST_MODELS=$MODELS "$t" --test-threads 1 --nocapture ||
+        status=1
+    echo "== $n"; grep -E "^test |test result|skipped|panicked" "$LOG/$n.log" | tail -n 16
 done
 
 if [ $PROFILE = 1 ]; then
