@@ -4,8 +4,10 @@
  *     batches (more than one launch's worth too): every element within one pixel level
  *     (1/255 with the default scale) of zci_preprocess_cpu's;
  *   - decoding + NMS: random YOLOv5 and YOLOv8 outputs (FP32 and FP16, class-aware and
- *     agnostic, with and without a letterbox transform, ties) give exactly the CPU's
- *     detections and counts; the worst case (25,200 candidates all above the threshold);
+ *     agnostic, with and without a letterbox transform, ties; up to 25,200 candidates above
+ *     the threshold, so both the small and the large paths of every kernel) give exactly the
+ *     CPU's detections and counts; the worst case (25,200 candidates all above the threshold);
+ *     postprocessors of different sizes on one device;
  *   - device pointers checked (host memory refused), results readable in device memory;
  *   - timings of the two stages at YOLOv5s sizes (informative; `zcinfer bench` reports them).
  * Without a GPU it prints "skipped: no GPU" and exits 0. */
@@ -286,6 +288,21 @@ static void test_nms(void)
         rounds++;
     }
     printf("NMS: %d random outputs, %d detections, GPU identical to CPU\n", rounds, total);
+
+    /* a small postprocessor created later on the same device leaves the large one's kernel
+     * limits (its shared memory) alone: both still run */
+    zci_postprocessor *small;
+    CHECK_OK(zci_postprocessor_create(ZCI_DEVICE_CUDA, 100, 10, &small));
+    {
+        zci_tensor_info info;
+        float *v = random_output(100, 3, 0, &info);
+        zci_postprocess_params q;
+        zci_postprocess_params_init(&q);
+        q.top_k = 10;
+        compare_nms(cpu, small, v, &info, &q, NULL, 0, "small postprocessor", &total);
+        free(v);
+    }
+    zci_postprocessor_destroy(small);
 
     /* the worst case: every one of 25,200 candidates above the threshold, equal scores */
     enum { N = 25200, NC = 80 };
