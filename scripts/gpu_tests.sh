@@ -13,8 +13,8 @@
 # Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
 # references for three seeds (tests/models/ort_run.py); test_gpu_api (API behaviour, memory,
 # first-inference time); test_gpu_models (every model against onnxruntime in FP32 and FP16, all
-# ways in); compute-sanitizer memcheck on a short run; `zcinfer bench` on yolov5s (FP32, FP16,
-# FP16 batch 32) and the PyTorch peers; the vision stage (GPU preprocessing and NMS against the
+# ways in); compute-sanitizer memcheck on a short run (and racecheck on the vision kernels); `zcinfer bench` on yolov5s (FP32, FP16,
+# FP16 with FP16 input and output, FP16 batch 32; with the detector stages) and the PyTorch peers; the vision stage (GPU preprocessing and NMS against the
 # CPU, detector accuracy through the CUDA path), engine files and the seed's C API on the GPU.
 # Then the Rust crate's tests, prebuilt (this machine has no cargo). The build folder holds zcinfer,
 # tests/gpu/*, tests/{test_vision_gpu,test_detect_accuracy,test_engine,test_compat} and
@@ -105,6 +105,8 @@ if [ $BENCH = 1 ]; then
     Y=$MODELS/yolov5s.onnx
     STEP_TIMEOUT=90 step bench_fp32 "$BUILD/zcinfer" bench $Y --device cuda --iters 300
     STEP_TIMEOUT=90 step bench_fp16 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+    # FP16 input and output: issue 4's detector targets (FP16 letterbox, frame -> detections)
+    STEP_TIMEOUT=90 step bench_fp16_io "$BUILD/zcinfer" bench $Y --device cuda --fp16 --fp16-io --iters 300
     # yolov5s with a symbolic batch: the input's and output's first dimension named, and the head's
     # final Reshape targets [1, -1, 85] made [0, -1, 85] (0 copies the batch)
     $PY - $Y $MODELS/yolov5s_dynbatch.onnx <<'PYEOF'
@@ -123,7 +125,7 @@ for n in m.graph.node:
 onnx.save(m, sys.argv[2])
 PYEOF
     STEP_TIMEOUT=90 step bench_fp16_b32 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
-    for f in bench_fp32 bench_fp16 bench_fp16_b32; do echo "== $f"; cat "$LOG/$f.log"; done
+    for f in bench_fp32 bench_fp16 bench_fp16_io bench_fp16_b32; do echo "== $f"; cat "$LOG/$f.log"; done
     if [ $AB = 1 ]; then
         STEP_TIMEOUT=90 step bench_fp16_nofuse env ZCI_CUDA_NO_FUSE=1 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
         STEP_TIMEOUT=90 step bench_fp16_b32_nofuse env ZCI_CUDA_NO_FUSE=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
@@ -149,6 +151,15 @@ elif [ -x "$SANITIZER" ]; then
     STEP_TIMEOUT=60 step memcheck_api env ZCI_GPU_TEST_QUICK=1 "$SANITIZER" --tool memcheck --error-exitcode 9 \
         "$BUILD/tests/gpu/test_gpu_api" || status=1
     grep -E "ERROR SUMMARY|Invalid|passed|FAIL" "$LOG/memcheck_models.log" "$LOG/memcheck_api.log" | head -20
+    # the NMS kernels' shared memory (races) and bounds, on small cases (ZCI_GPU_TEST_QUICK)
+    if [ $SECONDS -lt 420 ]; then
+        STEP_TIMEOUT=60 step memcheck_vision env ZCI_GPU_TEST_QUICK=1 "$SANITIZER" --tool memcheck --leak-check no \
+            --error-exitcode 9 "$BUILD/tests/test_vision_gpu" || status=1
+        STEP_TIMEOUT=60 step racecheck_vision env ZCI_GPU_TEST_QUICK=1 "$SANITIZER" --tool racecheck \
+            --error-exitcode 9 "$BUILD/tests/test_vision_gpu" || status=1
+        grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|hazard|passed|FAIL" "$LOG/memcheck_vision.log" \
+            "$LOG/racecheck_vision.log" | head -20
+    fi
 else
     echo "compute-sanitizer not found"; status=1
 fi
