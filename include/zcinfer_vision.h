@@ -195,8 +195,9 @@ ZCI_API void zci_postprocess_params_init(zci_postprocess_params *params);
 /* A postprocessor owns the scratch memory of decoding and NMS, sized at creation so that a run
  * allocates nothing and the worst case (every candidate above the threshold) fits. On the GPU
  * that is about max_candidates^2 / 8 bytes for the NMS bit matrix (79 MB for YOLOv5's 25,200
- * candidates at 640 x 640) plus 56 bytes per candidate; on the CPU 36 bytes per candidate.
- * Threading: one thread at a time per postprocessor. */
+ * candidates at 640 x 640) plus 68 bytes per candidate; on the CPU 36 bytes per candidate.
+ * Threading: one thread at a time per postprocessor; its CUDA runs share its scratch memory, so
+ * they must not overlap (queue them on one stream, or wait between streams). */
 typedef struct zci_postprocessor zci_postprocessor;
 
 /* Creates a postprocessor for `device` that takes outputs of up to max_candidates boxes
@@ -231,8 +232,9 @@ ZCI_API zci_status zci_postprocess_cpu(zci_postprocessor *pp, const void *output
  * (NULL = the postprocessor's own stream); returns once queued. The results stay in device
  * memory (zci_postprocessor_results) until the next run; zci_postprocessor_download brings
  * them to the host. Four kernels: decoding, a sort of the candidates by (score, row), a 64 x 64
- * tiled IoU bit matrix and one reduction pass; nothing is allocated, nothing waits for the host. Identical results to the CPU
- * version. Needs a CUDA postprocessor. Returns as the CPU version, plus ZCI_DEVICE_ERROR. */
+ * tiled IoU bit matrix and one single-block greedy pass; nothing is allocated, nothing waits
+ * for the host. Identical results to the CPU version. Needs a CUDA postprocessor. Returns as
+ * the CPU version, plus ZCI_DEVICE_ERROR. */
 ZCI_API zci_status zci_postprocess_cuda(zci_postprocessor *pp, const void *output, const zci_tensor_info *info,
                                         int batch_index, const zci_postprocess_params *params,
                                         const zci_letterbox *transform, void *stream);

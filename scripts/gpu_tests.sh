@@ -13,13 +13,16 @@
 # FP32) and Nsight Compute's kernel list of one FP16 inference.
 # Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
 # references for three seeds (tests/models/ort_run.py); test_lazy_libs (cuDNN and cuBLAS open on
-# first use); test_gpu_api (API behaviour, memory, first-inference time); test_gpu_models (every
-# model against onnxruntime in FP32 and FP16, all ways in); compute-sanitizer memcheck on a short
-# run; `zcinfer bench` on yolov5s (FP32, FP16, FP16 batch 32) and the PyTorch peers; the vision
+# first use); test_gpu_conv (our convolution kernel against a CPU reference); test_gpu_api (API
+# behaviour, memory, first-inference time); test_gpu_models (every model against onnxruntime in
+# FP32 and FP16, all ways in); compute-sanitizer memcheck on a short run (and racecheck on our
+# convolution and the vision kernels); `zcinfer bench` on yolov5s (FP32, FP16, FP16 with FP16
+# input and output, FP16 batch 32; with the detector stages) and the PyTorch peers; the vision
 # stage (GPU preprocessing and NMS against the CPU, detector accuracy through the CUDA path),
-# engine files and the seed's C API on the GPU.
-# The build folder holds zcinfer, tests/gpu/* and tests/{test_lazy_libs,test_vision_gpu,
-# test_detect_accuracy,test_engine,test_compat}. Logs go to /tmp/zci_logs, packed at the end into
+# engine files and the seed's C API on the GPU. Then the Rust crate's tests, prebuilt (the GPU
+# machine has no cargo). scripts/build_gpu_bundle.sh builds everything this needs into
+# build-gpu (zcinfer, tests/gpu/*, tests/{test_lazy_libs,test_vision_gpu,test_detect_accuracy,
+# test_engine,test_compat}, rust-tests/*). Logs go to /tmp/zci_logs, packed at the end into
 # $OUT/gpu_logs.tgz when $OUT is set. Exits non-zero when a test or the sanitizer fails; the
 # benchmarks and peers only report.
 set -u
@@ -68,7 +71,7 @@ step() { # name, then the command; logs to $LOG/name.log
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv >"$LOG/gpu.txt" 2>&1
 cat "$LOG/gpu.txt"
-for b in "$BUILD/zcinfer" "$BUILD"/tests/gpu/*; do
+for b in "$BUILD/zcinfer" "$BUILD"/tests/gpu/* "$BUILD"/rust-tests/*; do
     if [ -x "$b" ] && ldd "$b" | grep -q "not found"; then
         echo "gpu_tests.sh: $b: missing shared libraries:"; ldd "$b" | grep "not found"; exit 1
     fi
@@ -111,9 +114,11 @@ if [ $BENCH = 1 ]; then
     Y=$MODELS/yolov5s.onnx
     STEP_TIMEOUT=90 step bench_fp32 "$BUILD/zcinfer" bench $Y --device cuda --iters 300
     STEP_TIMEOUT=90 step bench_fp16 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+    # FP16 input and output: issue 4's detector targets (FP16 letterbox, frame -> detections)
+    STEP_TIMEOUT=90 step bench_fp16_io "$BUILD/zcinfer" bench $Y --device cuda --fp16 --fp16-io --iters 300
     $PY bench/make_dynbatch.py $Y $MODELS/yolov5s_dynbatch.onnx
     STEP_TIMEOUT=90 step bench_fp16_b32 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
-    for f in bench_fp32 bench_fp16 bench_fp16_b32; do echo "== $f"; cat "$LOG/$f.log"; done
+    for f in bench_fp32 bench_fp16 bench_fp16_io bench_fp16_b32; do echo "== $f"; cat "$LOG/$f.log"; done
     if [ $AB = 1 ]; then
         STEP_TIMEOUT=90 step bench_fp16_cudnn env ZCI_CUDA_CONV=cudnn "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
         STEP_TIMEOUT=90 step bench_fp16_igemm env ZCI_CUDA_CONV=igemm "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
@@ -145,6 +150,15 @@ elif [ -x "$SANITIZER" ]; then
     STEP_TIMEOUT=120 step racecheck_conv "$SANITIZER" --tool racecheck --error-exitcode 9 "$BUILD/tests/gpu/test_gpu_conv" --quick || status=1
     grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$LOG/memcheck_conv.log" "$LOG/racecheck_conv.log" | head -4
     grep -E "ERROR SUMMARY|Invalid|passed|FAIL" "$LOG/memcheck_models.log" "$LOG/memcheck_api.log" | head -20
+    # the NMS kernels' shared memory (races) and bounds, on small cases (ZCI_GPU_TEST_QUICK)
+    if [ $SECONDS -lt 380 ]; then # leaves the vision tests and the Rust tests their time
+        STEP_TIMEOUT=60 step memcheck_vision env ZCI_GPU_TEST_QUICK=1 "$SANITIZER" --tool memcheck --leak-check no \
+            --error-exitcode 9 "$BUILD/tests/test_vision_gpu" || status=1
+        STEP_TIMEOUT=60 step racecheck_vision env ZCI_GPU_TEST_QUICK=1 "$SANITIZER" --tool racecheck \
+            --error-exitcode 9 "$BUILD/tests/test_vision_gpu" || status=1
+        grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|hazard|passed|FAIL" "$LOG/memcheck_vision.log" \
+            "$LOG/racecheck_vision.log" | head -20
+    fi
 else
     echo "compute-sanitizer not found"; status=1
 fi
@@ -161,6 +175,23 @@ STEP_TIMEOUT=150 step test_engine_cuda "$BUILD/tests/test_engine" $FIX $MODELS y
 STEP_TIMEOUT=120 step test_compat_gpu "$BUILD/tests/test_compat" $MODELS || status=1
 for f in test_vision_gpu detect_accuracy_cuda test_engine_cuda test_compat_gpu; do
     echo "== $f"; grep -vE "^PASS" "$LOG/$f.log" | tail -n 14
+done
+
+# ---- the Rust crate's tests (issue 5): its CPU cases again, and its CUDA cases, which print
+# "skipped: no GPU" only where there is none
+RUST_TESTS=$(ls "$BUILD"/rust-tests/* 2>/dev/null)
+RUST_ENV="ZCINFER_TEST_FIXTURES=$FIX ZCINFER_TEST_MODELS=$MODELS"
+if [ -z "$RUST_TESTS" ] && command -v cargo >/dev/null; then # a build folder made on this machine
+    STEP_TIMEOUT=300 step rust_cargo env $RUST_ENV ZCINFER_LIB_DIR="$(cd "$BUILD" && pwd)" \
+        cargo test --offline --release --manifest-path rust/Cargo.toml -- --test-threads 1 --nocapture || status=1
+    echo "== rust_cargo"; grep -E "^test |test result|skipped|panicked|error" "$LOG/rust_cargo.log" | tail -n 16
+elif [ -z "$RUST_TESTS" ]; then
+    echo "gpu_tests.sh: no Rust test programs in $BUILD/rust-tests (scripts/build_gpu_bundle.sh) and no cargo"; status=1
+fi
+for t in $RUST_TESTS; do
+    n=rust_$(basename "$t")
+    STEP_TIMEOUT=120 step "$n" env $RUST_ENV "$t" --test-threads 1 --nocapture || status=1
+    echo "== $n"; grep -E "^test |test result|skipped|panicked" "$LOG/$n.log" | tail -n 16
 done
 
 if [ $PROFILE = 1 ]; then

@@ -1,6 +1,6 @@
 /* bench.c: `zcinfer bench`: latency percentiles and throughput of the regular (host buffers)
  * path, measured over many runs after warm-up. CUDA sessions add the zero-copy path
- * (bench_cuda.c). */
+ * (bench_cuda.c) and, for detectors, the stages around the inference (bench_vision.c). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +78,8 @@ int cmd_bench(int argc, char **argv)
             printf("usage: zcinfer bench MODEL [--iters N] [--warmup N] [options]\n"
                    "Measures session creation, the first run, then the median, p90 and p99 latency of\n"
                    "N runs after warm-up. On CUDA also the zero-copy path, timed with CUDA events,\n"
-                   "with the H2D / compute / D2H split.\n"
+                   "with the H2D / compute / D2H split, and for a detector (YOLOv5 / YOLOv8 output) the\n"
+                   "GPU preprocessing of a 1080p NV12 frame, decoding + NMS, and frame -> detections.\n"
                    "  --iters N           timed runs (default 100)\n"
                    "  --warmup N          untimed runs first (default 10)\n");
             return 0;

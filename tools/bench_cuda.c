@@ -3,8 +3,9 @@
  * host buffers; the zero-copy path timed with CUDA events (GPU time), its host enqueue time and
  * blocking wall time; the H2D / compute / D2H split of a pinned round trip done by hand around
  * the zero-copy call; pipelined throughput; the copies across PCIe per inference; and the
- * speedup of zero-copy over the regular path. Inputs are random (never zeros: they can run
- * faster than real data). */
+ * speedup of zero-copy over the regular path; then, for a detector, the stages around the
+ * inference (bench_vision.c). Inputs are random (never zeros: they can run faster than real
+ * data). */
 #include "bench.h"
 
 #ifdef ZCI_TOOLS_HAVE_CUDA
@@ -31,9 +32,9 @@ static int cuda_ok(cudaError_t e, const char *what)
     return 0;
 }
 
-static uint16_t to_half(float f)
+uint16_t bench_to_half(float f)
 {
-    /* round to nearest even, enough for random [0, 1) data */
+    /* round to nearest even; no subnormals (they become signed zeros) */
     uint32_t x;
     memcpy(&x, &f, 4);
     uint32_t sign = (x >> 16) & 0x8000, mant = x & 0x7fffff;
@@ -53,7 +54,7 @@ static void fill_random(void *p, const zci_tensor_info *t, uint64_t seed)
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         float v = (float)((s >> 40) & 0xFFFFFF) / 16777216.0f;
         if (t->dtype == ZCI_FLOAT32) ((float *)p)[i] = v;
-        else if (t->dtype == ZCI_FLOAT16) ((uint16_t *)p)[i] = to_half(v);
+        else if (t->dtype == ZCI_FLOAT16) ((uint16_t *)p)[i] = bench_to_half(v);
         else ((uint8_t *)p)[i] = 0; /* integer inputs: zeros are valid indices */
     }
 }
@@ -250,6 +251,7 @@ int bench_cuda(zci_session *s, const cli_opts *o, const zci_binding *host_in, in
            "GPU time alone %.3f ms\n",
            zc_wall.median > 0 ? reg_pageable.median / zc_wall.median : 0.0,
            zc_wall.median > 0 ? reg_pinned.median / zc_wall.median : 0.0, zc_gpu.median);
+    if (bench_vision(s, iters, warmup, zc_gpu.median)) goto done;
     rc = 0;
 done:
     for (int k = 0; k < 4; k++)

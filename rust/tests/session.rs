@@ -3,7 +3,9 @@
 //!   ZCINFER_TEST_FIXTURES (default ../build/tests/fixtures): conv_block.onnx and its numpy
 //!     reference, dynbatch.onnx (tests/fixtures/make_fixtures.py);
 //!   ZCINFER_TEST_MODELS (default ../build/models): classifier.onnx (tests/models/make_models.py).
-//! ctest makes both; scripts/test.sh runs these tests after it.
+//! ctest makes both; scripts/test.sh runs these tests after it. On the GPU machine,
+//! scripts/gpu_tests.sh runs this program prebuilt (scripts/build_gpu_bundle.sh), where the
+//! CUDA cases, which skip without a GPU, run too.
 
 use std::path::PathBuf;
 
@@ -200,4 +202,64 @@ fn device_paths_agree_with_the_regular_run_on_a_gpu() {
     let mut zero_copy = vec![0f32; n];
     t.read_output(0, &mut zero_copy, Stream::SESSION).unwrap();
     assert!(rel_error(&zero_copy, &regular) < 1e-6);
+}
+
+/// With a GPU, in FP32: conv_block against numpy through the regular run and a zero-copy run
+/// (device pointers: a second session's own buffers), the same from an engine file planned for
+/// CUDA, host memory refused where device memory is required, and sessions created and dropped
+/// in a loop (each frees its device memory; a leak would show in the C tests' memory checks).
+#[test]
+fn cuda_fp32_matches_numpy_on_every_path() {
+    if cuda_device_count().unwrap() == 0 {
+        eprintln!("skipped: no GPU");
+        return;
+    }
+    let opts = Options { device: Device::Cuda, ..Options::default() };
+    let mut s = Session::new(fixture("conv_block.onnx"), &opts).unwrap();
+    let mut t = Session::new(fixture("conv_block.onnx"), &opts).unwrap();
+    assert_eq!(s.device(), Device::Cuda);
+    let x = read_f32(&fixture("conv_block_x.bin"));
+    let want = read_f32(&fixture("conv_block_y.bin"));
+    let (mut y, mut z) = (vec![0f32; 256], vec![0f32; 256]);
+    s.run(&[&x], &mut [&mut y, &mut z]).unwrap();
+    assert!(rel_error(&y, &want) < 1e-4, "rel. error {}", rel_error(&y, &want));
+    assert_eq!(y, z, "z is y reshaped");
+
+    // zero-copy: t's input buffer (holding x) into t's output buffers, run by s
+    let tb = t.device_buffers().unwrap();
+    assert_eq!((tb.inputs.len(), tb.outputs.len()), (1, 2));
+    t.write_input(0, &x, Stream::SESSION).unwrap();
+    // SAFETY: device buffers of the right sizes, owned by a live session and not used meanwhile.
+    unsafe { s.run_device(&[tb.inputs[0].ptr as *const _], &[tb.outputs[0].ptr, tb.outputs[1].ptr], Stream::SESSION) }
+        .unwrap();
+    let (mut yd, mut zd) = (vec![0f32; 256], vec![0f32; 256]);
+    t.read_output(0, &mut yd, Stream::SESSION).unwrap();
+    t.read_output(1, &mut zd, Stream::SESSION).unwrap();
+    assert!(rel_error(&yd, &y) < 1e-6 && rel_error(&zd, &y) < 1e-6, "zero-copy differs from the regular run");
+
+    // host memory where device memory is required
+    // SAFETY: the library checks where the pointers live and refuses before touching them.
+    let e = unsafe {
+        s.run_device(
+            &[x.as_ptr() as *const _],
+            &[yd.as_mut_ptr() as *mut _, zd.as_mut_ptr() as *mut _],
+            Stream::SESSION,
+        )
+    }
+    .unwrap_err();
+    assert_eq!(e.status, Status::InvalidArgument, "{e}");
+
+    // an engine file keeps the device
+    let engine = temp("conv_block_cuda.zce");
+    s.save_engine(&engine).unwrap();
+    let mut from_engine = Session::new(&engine, &Options::default()).unwrap();
+    std::fs::remove_file(&engine).unwrap();
+    assert_eq!(from_engine.device(), Device::Cuda);
+    let (mut ye, mut ze) = (vec![0f32; 256], vec![0f32; 256]);
+    from_engine.run(&[&x], &mut [&mut ye, &mut ze]).unwrap();
+    assert!(rel_error(&ye, &y) < 1e-6, "the engine's output differs");
+
+    for _ in 0..10 {
+        drop(Session::new(fixture("conv_block.onnx"), &opts).unwrap());
+    }
 }

@@ -35,8 +35,8 @@ extern "C" {
 #define ZV_DIV(a, b) ((a) / (b))
 #endif
 
-/* The largest output a postprocessor takes: the GPU's NMS keeps one bit per candidate of
- * a tile row in shared memory (16 KB here) and its bit matrix grows as N^2 / 8. */
+/* The largest output a postprocessor takes: the GPU's NMS bit matrix grows as N^2 / 8 bytes
+ * (2 GB at this limit). */
 #define ZV_MAX_CANDIDATES (1 << 17)
 /* Frames per preprocessing launch: their jobs travel as one kernel parameter (< 4 KB). */
 #define ZV_MAX_FRAMES_PER_LAUNCH 24
@@ -204,6 +204,19 @@ ZV_HD float zv_load(const void *data, int half, size_t i)
 #endif
 }
 
+/* The corners of the box (cx, cy, w, h) whose first element is at `row`, the next ones `step`
+ * elements apart. The GPU's decoders call it too, so that both sides round alike. */
+ZV_HD void zv_decode_box(const void *data, int half, size_t row, size_t step, float box[4])
+{
+    float cx = zv_load(data, half, row), cy = zv_load(data, half, row + step);
+    float hw = ZV_MUL(zv_load(data, half, row + 2 * step), 0.5f);
+    float hh = ZV_MUL(zv_load(data, half, row + 3 * step), 0.5f);
+    box[0] = ZV_SUB(cx, hw);
+    box[1] = ZV_SUB(cy, hh);
+    box[2] = ZV_ADD(cx, hw);
+    box[3] = ZV_ADD(cy, hh);
+}
+
 /* Decodes candidate i of one image's output `data`. Returns 1 (and the box in model input
  * coordinates, the score and the class) when the candidate is above the threshold:
  * YOLOv5: objectness > thr and objectness * best class score > thr (YOLOv5's own rule);
@@ -229,13 +242,7 @@ ZV_HD int zv_decode(const void *data, const zv_yolo *y, int i, float thr, float 
     }
     float s = y->layout == ZCI_YOLO_V5 ? ZV_MUL(obj, best) : best;
     if (!(s > thr)) return 0;
-    float cx = zv_load(data, y->half, row), cy = zv_load(data, y->half, row + step);
-    float hw = ZV_MUL(zv_load(data, y->half, row + 2 * step), 0.5f);
-    float hh = ZV_MUL(zv_load(data, y->half, row + 3 * step), 0.5f);
-    box[0] = ZV_SUB(cx, hw);
-    box[1] = ZV_SUB(cy, hh);
-    box[2] = ZV_ADD(cx, hw);
-    box[3] = ZV_ADD(cy, hh);
+    zv_decode_box(data, y->half, row, step, box);
     *score = s;
     *cls = bc;
     return 1;

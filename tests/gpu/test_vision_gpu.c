@@ -4,8 +4,10 @@
  *     batches (more than one launch's worth too): every element within one pixel level
  *     (1/255 with the default scale) of zci_preprocess_cpu's;
  *   - decoding + NMS: random YOLOv5 and YOLOv8 outputs (FP32 and FP16, class-aware and
- *     agnostic, with and without a letterbox transform, ties) give exactly the CPU's
- *     detections and counts; the worst case (25,200 candidates all above the threshold);
+ *     agnostic, with and without a letterbox transform, ties; up to 25,200 candidates above
+ *     the threshold, so both the small and the large paths of every kernel) give exactly the
+ *     CPU's detections and counts; the worst case (25,200 candidates all above the threshold);
+ *     postprocessors of different sizes on one device;
  *   - device pointers checked (host memory refused), results readable in device memory;
  *   - timings of the two stages at YOLOv5s sizes (informative; `zcinfer bench` reports them).
  * Without a GPU it prints "skipped: no GPU" and exits 0. */
@@ -244,7 +246,43 @@ static void compare_nms(zci_postprocessor *cpu, zci_postprocessor *gpu, const vo
     cudaFree(dev);
 }
 
-static void test_nms(void)
+/* The worst case: every one of 25,200 candidates above the threshold, equal scores; then the
+ * results read in device memory. */
+static void test_worst_case(zci_postprocessor *cpu, zci_postprocessor *gpu, int *total)
+{
+    enum { N = 25200, NC = 80 };
+    float *v = calloc((size_t)N * (5 + NC), sizeof(float));
+    for (int i = 0; i < N; i++) {
+        float *r = v + (size_t)i * (5 + NC);
+        int cluster = i / 4;
+        r[0] = (float)(cluster % 90) * 20 + 10 + (float)(i % 4);
+        r[1] = (float)(cluster / 90) * 20 + 10;
+        r[2] = r[3] = 12;
+        r[4] = 0.9f;
+        r[5 + cluster % NC] = 0.9f;
+    }
+    zci_tensor_info info = {"output0", ZCI_FLOAT32, 3, {1, N, 5 + NC}, (size_t)N * (5 + NC) * 4};
+    zci_postprocess_params q;
+    zci_postprocess_params_init(&q);
+    q.top_k = 300;
+    compare_nms(cpu, gpu, v, &info, &q, NULL, 0, "worst case", total);
+    zci_detect_counts c;
+    zci_detection d[300];
+    CHECK_OK(zci_postprocessor_download(gpu, d, 300, &c, NULL));
+    CHECK(c.candidates == N && c.after_nms == N / 4 && c.count == 300, "worst case: %d candidates, %d kept, %d",
+          c.candidates, c.after_nms, c.count);
+    /* the results in device memory */
+    void *dc, *dd;
+    CHECK_OK(zci_postprocessor_results(gpu, &dc, &dd));
+    zci_detect_counts c2;
+    CHECK_CUDA(cudaMemcpy(&c2, dc, sizeof c2, cudaMemcpyDeviceToHost));
+    CHECK(!memcmp(&c, &c2, sizeof c), "device counts");
+    free(v);
+}
+
+/* quick: a few rounds of up to 6,000 candidates (the first with nearly all above the threshold,
+ * for the sort's large path) and no 25,200-candidate cases, for compute-sanitizer. */
+static void test_nms(int quick)
 {
     zci_postprocessor *cpu, *gpu;
     CHECK_OK(zci_postprocessor_create(ZCI_DEVICE_CPU, 25200, 3000, &cpu));
@@ -254,14 +292,15 @@ static void test_nms(void)
     zci_letterbox lb;
     CHECK_OK(zci_letterbox_compute(&pre, 1920, 1080, &lb));
     int total = 0, rounds = 0;
-    for (int round = 0; round < 60; round++) {
-        int n = round < 4 ? 25200 : rnd_int(1, 25200), nc = rnd_int(1, round & 8 ? 80 : 4), v8 = round & 1;
+    for (int round = 0; round < (quick ? 6 : 60); round++) {
+        int n = quick ? (round ? rnd_int(1, 6000) : 6000) : round < 4 ? 25200 : rnd_int(1, 25200);
+        int nc = rnd_int(1, round & 8 ? 80 : 4), v8 = round & 1;
         zci_tensor_info info;
         float *v = random_output(n, nc, v8, &info);
         zci_postprocess_params q;
         zci_postprocess_params_init(&q);
         q.layout = v8 ? ZCI_YOLO_V8 : ZCI_YOLO_V5;
-        q.score_threshold = rnd_float(0.05f, 0.6f);
+        q.score_threshold = quick && !round ? 0.01f : rnd_float(0.05f, 0.6f);
         q.iou_threshold = rnd_float(0.1f, 0.8f);
         q.class_agnostic = (round >> 1) & 1;
         q.top_k = round % 3 == 0 ? rnd_int(1, 3000) : 0;
@@ -287,35 +326,22 @@ static void test_nms(void)
     }
     printf("NMS: %d random outputs, %d detections, GPU identical to CPU\n", rounds, total);
 
-    /* the worst case: every one of 25,200 candidates above the threshold, equal scores */
-    enum { N = 25200, NC = 80 };
-    float *v = calloc((size_t)N * (5 + NC), sizeof(float));
-    for (int i = 0; i < N; i++) {
-        float *r = v + (size_t)i * (5 + NC);
-        int cluster = i / 4;
-        r[0] = (float)(cluster % 90) * 20 + 10 + (float)(i % 4);
-        r[1] = (float)(cluster / 90) * 20 + 10;
-        r[2] = r[3] = 12;
-        r[4] = 0.9f;
-        r[5 + cluster % NC] = 0.9f;
+    /* a small postprocessor created later on the same device leaves the large one's kernel
+     * limits (its shared memory) alone: both still run */
+    zci_postprocessor *small;
+    CHECK_OK(zci_postprocessor_create(ZCI_DEVICE_CUDA, 100, 10, &small));
+    {
+        zci_tensor_info info;
+        float *v = random_output(100, 3, 0, &info);
+        zci_postprocess_params q;
+        zci_postprocess_params_init(&q);
+        q.top_k = 10;
+        compare_nms(cpu, small, v, &info, &q, NULL, 0, "small postprocessor", &total);
+        free(v);
     }
-    zci_tensor_info info = {"output0", ZCI_FLOAT32, 3, {1, N, 5 + NC}, (size_t)N * (5 + NC) * 4};
-    zci_postprocess_params q;
-    zci_postprocess_params_init(&q);
-    q.top_k = 300;
-    compare_nms(cpu, gpu, v, &info, &q, NULL, 0, "worst case", &total);
-    zci_detect_counts c;
-    zci_detection d[300];
-    CHECK_OK(zci_postprocessor_download(gpu, d, 300, &c, NULL));
-    CHECK(c.candidates == N && c.after_nms == N / 4 && c.count == 300, "worst case: %d candidates, %d kept, %d",
-          c.candidates, c.after_nms, c.count);
-    /* the results in device memory */
-    void *dc, *dd;
-    CHECK_OK(zci_postprocessor_results(gpu, &dc, &dd));
-    zci_detect_counts c2;
-    CHECK_CUDA(cudaMemcpy(&c2, dc, sizeof c2, cudaMemcpyDeviceToHost));
-    CHECK(!memcmp(&c, &c2, sizeof c), "device counts");
-    free(v);
+    zci_postprocessor_destroy(small);
+
+    if (!quick) test_worst_case(cpu, gpu, &total);
     zci_postprocessor_destroy(cpu);
     zci_postprocessor_destroy(gpu);
 }
@@ -394,9 +420,11 @@ int main(void)
         printf("skipped: no GPU\n");
         return 0;
     }
-    test_preprocess();
+    /* ZCI_GPU_TEST_QUICK (under compute-sanitizer): small NMS cases and the batch of frames only */
+    int quick = getenv("ZCI_GPU_TEST_QUICK") != NULL;
+    if (!quick) test_preprocess();
     test_preprocess_many();
-    test_nms();
-    timings();
+    test_nms(quick);
+    if (!quick) timings();
     return test_summary("test_vision_gpu");
 }
