@@ -18,7 +18,26 @@ struct gplan32 {
     int32_t offset;
     uint32_t dims[ZCI_MAX_DIMS];
     int32_t stride[ZCI_MAX_DIMS];
+    uint32_t mul[ZCI_MAX_DIMS], shr[ZCI_MAX_DIMS]; /* i / dims[d] = (umulhi(i, mul) + i) >> shr */
 };
+
+/* The divisors of a plan's dims as multiply-and-shift pairs (valid for i < 2^31): the gather
+ * kernels decompose every element's index, and hardware-less integer division was most of their
+ * time (the YOLO head's Transpose and Slices ran at ~170 GB/s at batch 1). */
+void set_divisors(gplan32 &g)
+{
+    for (int d = 0; d < g.nd; d++) {
+        uint32_t shift = 0;
+        while ((1ull << shift) < g.dims[d]) shift++;
+        g.shr[d] = shift;
+        g.mul[d] = (uint32_t)((((1ull << 32) * ((1ull << shift) - g.dims[d])) / g.dims[d]) + 1);
+    }
+}
+
+__device__ __forceinline__ uint32_t div_d(uint32_t i, const gplan32 &p, int d)
+{
+    return (__umulhi(i, p.mul[d]) + i) >> p.shr[d];
+}
 
 template <typename E> __global__ void k_strided(const E *__restrict__ x, E *__restrict__ y, gplan32 p)
 {
@@ -27,9 +46,9 @@ template <typename E> __global__ void k_strided(const E *__restrict__ x, E *__re
     uint32_t r = i;
     int32_t off = p.offset;
     for (int d = p.nd - 1; d >= 0; d--) {
-        uint32_t c = r % p.dims[d];
-        r /= p.dims[d];
-        off += (int32_t)c * p.stride[d];
+        const uint32_t q = div_d(r, p, d);
+        off += (int32_t)(r - q * p.dims[d]) * p.stride[d];
+        r = q;
     }
     y[i] = x[off];
 }
@@ -86,9 +105,9 @@ template <typename E> __global__ void k_strided_rows(const E *__restrict__ x, E 
     uint32_t r = warp;
     int32_t off = p.offset;
     for (int d = p.nd - 2; d >= 0; d--) {
-        uint32_t c = r % p.dims[d];
-        r /= p.dims[d];
-        off += (int32_t)c * p.stride[d];
+        const uint32_t q = div_d(r, p, d);
+        off += (int32_t)(r - q * p.dims[d]) * p.stride[d];
+        r = q;
     }
     const E *src = x + off;
     E *dst = y + (size_t)warp * len;
@@ -96,13 +115,14 @@ template <typename E> __global__ void k_strided_rows(const E *__restrict__ x, E 
 }
 
 /* The warp-per-row kernels pay off with many rows of moderate length; a few long rows (an NCHW
- * tensor is one row per image) would leave most of the GPU idle. */
-constexpr uint32_t kMinRows = 1024, kMaxRowLen = 8192;
+ * tensor is one row per image) would leave most of the GPU idle, and short rows (the YOLO head's
+ * 85) leave lanes idle: the element-wise kernel, with its cheap divisions, does those. */
+constexpr uint32_t kMinRows = 1024, kMinRowLen = 256, kMaxRowLen = 8192;
 
 template <typename E> void launch_strided(const void *x, void *y, const gplan32 &p, cudaStream_t s)
 {
     const uint32_t len = p.nd ? p.dims[p.nd - 1] : 1, rows = p.n / (len ? len : 1);
-    if (p.nd >= 2 && p.stride[p.nd - 1] == 1 && len >= 16 && len <= kMaxRowLen && rows >= kMinRows) {
+    if (p.nd >= 2 && p.stride[p.nd - 1] == 1 && len >= kMinRowLen && len <= kMaxRowLen && rows >= kMinRows) {
         k_strided_rows<E><<<blocks_for((int64_t)rows * 32), kThreads, 0, s>>>((const E *)x, (E *)y, p, rows);
         return;
     }
@@ -197,6 +217,7 @@ extern "C" zci_status cu_strided_copy(const void *x, void *y, const cu_gather_pl
         g.dims[d] = (uint32_t)p->dims[d];
         g.stride[d] = (int32_t)p->stride[d];
     }
+    set_divisors(g);
     switch (es) {
     case 1: launch_strided<uint8_t>(x, y, g, s); break;
     case 2: launch_strided<uint16_t>(x, y, g, s); break;

@@ -11,8 +11,8 @@
  * Each output element must be within 3e-3 * max(1, |ref|) (FP16 output rounding is 4.9e-4);
  * every element the kernel owns must be written (the buffer is poisoned with NaN first); the
  * second launch of the same call must give the same bits (split-K sums in a fixed order, the
- * counters reset themselves). --quick: splits 1 and 2 only (scripts/gpu_tests.sh runs that
- * under compute-sanitizer's memcheck and racecheck). */
+ * counters reset themselves). --quick: three of the cases, splits 1 and 2 only
+ * (scripts/gpu_tests.sh runs that under compute-sanitizer's memcheck and racecheck). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,11 +221,16 @@ int main(int argc, char **argv)
         return 0;
     }
     int bad = 0;
-    for (size_t i = 0; i < sizeof kCases / sizeof kCases[0]; i++) bad += run_case(&kCases[i]);
+    for (size_t i = 0; i < sizeof kCases / sizeof kCases[0]; i++) {
+        /* --quick (under the sanitizers, which run ~100x slower): the first convolution, the
+         * split-K path and the strided output only */
+        if (quick && i != 0 && i != 4 && i != 10) continue;
+        bad += run_case(&kCases[i]);
+    }
     if (gt_failures || bad) {
         printf("test_gpu_conv: %d failures\n", gt_failures);
         return 1;
     }
-    printf("test_gpu_conv: all %zu cases passed on every tile configuration\n", sizeof kCases / sizeof kCases[0]);
+    printf("test_gpu_conv: all %s cases passed on every tile configuration\n", quick ? "3 quick" : "11");
     return 0;
 }
