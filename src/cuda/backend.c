@@ -238,11 +238,11 @@ static zci_status plan_memory(cu_ctx *c)
             if (x->kind == ZCI_TENSOR_ACTIVATION && !x->is_output && c->alias[t] < 0 && x->producer >= 0)
                 size[t] = (size_t)zci_tensor_numel(x) * cu_esize(c, t);
         }
-        st = zci_memplan(g, size, c->alias, NULL, CU_ALIGN, offset, &c->arena_size);
+        st = zci_memplan(g, size, c->alias, c->alias_off, CU_ALIGN, offset, &c->arena_size);
     }
     if (st == ZCI_OK && c->arena_size) st = cu_malloc(c, c->arena_size, "the activation arena", &c->arena);
     for (int t = 0; st == ZCI_OK && t < nt; t++)
-        if (size[t]) c->ptr[t] = (char *)c->arena + offset[t];
+        if (size[t] || (c->slice_ld && c->slice_ld[t])) c->ptr[t] = (char *)c->arena + offset[t];
     free(size);
     free(offset);
     return st;
@@ -508,6 +508,8 @@ static void release_ctx(cu_ctx *c)
     cu_igemm_tuning_release(c);
     cu_fused_saved_release(c);
     free(c->igemm_forced);
+    free(c->alias_off);
+    free(c->slice_ld);
     free(c->allocs);
     free(c->ptr);
     free(c->dt);
@@ -581,6 +583,7 @@ static zci_status prepare_ctx(cu_ctx *c)
     log_memory(c, "input/output buffers", &mem);
     ZCI_TRY(cu_plan_layout(c));
     log_memory(c, "layout conversions", &mem);
+    ZCI_TRY(cu_plan_concat_in_place(c));
     ZCI_TRY(plan_memory(c));
     log_memory(c, "activation arena", &mem);
     cu_resolve_views(c);

@@ -389,6 +389,11 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
 
 } // namespace
 
+extern "C" int cu_conv_may_write_slice(const cu_ctx *c, const zci_node *n)
+{
+    return n->params && cu_nhwc(c, n) && cu_igemm_eligible(c, n, nhwc_in_channels(c, n));
+}
+
 extern "C" int cu_conv_may_fuse(const cu_ctx *c, const zci_node *n)
 {
     if (!strcmp(n->op_type, "Conv") && n->params && cu_nhwc(c, n) && cu_igemm_eligible(c, n, nhwc_in_channels(c, n)))

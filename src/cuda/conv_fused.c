@@ -101,10 +101,13 @@ static void finalize(builder *b, cudnnBackendDescriptor_t d, const char *what)
     note(b, cudnnBackendFinalize(d), what);
 }
 
-/* A 4-D tensor (N, C, H, W) stored NHWC, or a virtual FP32 intermediate. */
-static cudnnBackendDescriptor_t tensor(builder *b, int64_t uid, cudnnDataType_t dt, const int64_t *dims, int is_virtual)
+/* A 4-D tensor (N, C, H, W) stored NHWC with `ld` elements per pixel (0: C; more for a slice of
+ * a wider buffer: an input of a Concat done in place), or a virtual FP32 intermediate. */
+static cudnnBackendDescriptor_t tensor_ld(builder *b, int64_t uid, cudnnDataType_t dt, const int64_t *dims, int is_virtual,
+                                          int64_t ld)
 {
-    const int64_t strides[4] = {dims[1] * dims[2] * dims[3], 1, dims[3] * dims[1], dims[1]};
+    if (ld <= 0) ld = dims[1];
+    const int64_t strides[4] = {ld * dims[2] * dims[3], 1, dims[3] * ld, ld};
     const int64_t align = 16;
     const bool virt = is_virtual != 0;
     cudnnBackendDescriptor_t d = make(b, CUDNN_BACKEND_TENSOR_DESCRIPTOR);
@@ -116,6 +119,11 @@ static cudnnBackendDescriptor_t tensor(builder *b, int64_t uid, cudnnDataType_t 
     set(b, d, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt, "tensor virtual");
     finalize(b, d, "tensor");
     return d;
+}
+
+static cudnnBackendDescriptor_t tensor(builder *b, int64_t uid, cudnnDataType_t dt, const int64_t *dims, int is_virtual)
+{
+    return tensor_ld(b, uid, dt, dims, is_virtual, 0);
 }
 
 /* y = mode(x) or y = mode(x, t), in FP32. */
@@ -261,7 +269,7 @@ static int pick_plan(cudnnHandle_t handle, fused_plan *f, cudnnBackendDescriptor
 
 /* What a node's graph depends on: equal keys, equal graphs. */
 typedef struct plan_key {
-    int64_t xd[4], wd[4], yd[4], pre[2], post[2], strides[2], dil[2];
+    int64_t xd[4], wd[4], yd[4], pre[2], post[2], strides[2], dil[2], y_ld;
     int act, has_bias, bias_half, has_sum, sum_first, no_rtc;
     size_t max_ws;
 } plan_key;
@@ -279,7 +287,7 @@ static zci_status build_plan(const cu_ctx *c, cudnnHandle_t handle, const zci_no
     const int64_t bd[4] = {1, k->yd[1], 1, 1};
     cudnnBackendDescriptor_t tx = tensor(b, UID_X, CUDNN_DATA_HALF, k->xd, 0);
     cudnnBackendDescriptor_t tw = tensor(b, UID_W, CUDNN_DATA_HALF, k->wd, 0);
-    cudnnBackendDescriptor_t ty = tensor(b, UID_Y, CUDNN_DATA_HALF, k->yd, 0);
+    cudnnBackendDescriptor_t ty = tensor_ld(b, UID_Y, CUDNN_DATA_HALF, k->yd, 0, k->y_ld);
     cudnnBackendDescriptor_t tb = k->has_bias ? tensor(b, UID_B, k->bias_half ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT, bd, 0) : NULL;
     cudnnBackendDescriptor_t ts = k->has_sum ? tensor(b, UID_S, CUDNN_DATA_HALF, k->yd, 0) : NULL;
 
@@ -413,6 +421,7 @@ static int node_key(const cu_ctx *c, const zci_node *n, int bias_half, size_t ma
     }
     k->xd[1] = xc;
     k->wd[1] = wc;
+    k->y_ld = c->slice_ld && c->slice_ld[n->out[0]] ? c->slice_ld[n->out[0]] : 0;
     for (int d = 0; d < 2; d++) {
         k->pre[d] = p->w.pad_begin[d];
         k->post[d] = p->w.pad_end[d];

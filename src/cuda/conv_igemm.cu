@@ -599,7 +599,8 @@ extern "C" zci_status cu_igemm_build(cu_ctx *c, const zci_node *n, int xc, cu_ig
     p.M = (int)(y->dims[0] * y->dims[2] * y->dims[3]);
     p.Nc = (int)y->dims[1];
     p.Kg = p.R * p.S * p.C;
-    p.ldy = p.Nc;
+    /* an input of a Concat done in place: its channels of the Concat's wider buffer */
+    p.ldy = c->slice_ld && c->slice_ld[n->out[0]] ? c->slice_ld[n->out[0]] : p.Nc;
     p.ldr = p.Nc;
     p.div_ow = make_fastdiv((uint32_t)p.OW);
     p.div_oh = make_fastdiv((uint32_t)p.OH);
@@ -623,7 +624,7 @@ static bool same_geometry(const igemm_params &a, const igemm_params &b)
 {
     return a.H == b.H && a.W == b.W && a.C == b.C && a.OH == b.OH && a.OW == b.OW && a.R == b.R && a.S == b.S &&
            a.sh == b.sh && a.sw == b.sw && a.ph == b.ph && a.pw == b.pw && a.dh == b.dh && a.dw == b.dw &&
-           a.M == b.M && a.Nc == b.Nc && (a.res != nullptr) == (b.res != nullptr);
+           a.M == b.M && a.Nc == b.Nc && a.ldy == b.ldy && (a.res != nullptr) == (b.res != nullptr);
 }
 
 struct tuned {

@@ -103,6 +103,10 @@ struct cu_ctx {
     struct cu_igemm_tuning *igemm_tuning; /* planning only: timed choices, shared by equal geometries */
     int *igemm_forced;       /* per graph node: an engine file's kernel choice (cfg + 2 + 64 * splits), 0: none */
     int from_engine;         /* prepared from an engine file's state: no timing, the file's choices */
+    size_t *alias_off;       /* per tensor: byte offset inside alias[t]'s storage (Concat inputs), else 0 */
+    int *slice_ld;           /* per tensor: channel stride of the wider NHWC buffer it is written into
+                                (an input of a Concat done in place), else 0 */
+    int concats_in_place;
     int convs_both;          /* convolutions planned both ways until cu_conv_settle */
     int conv_variant;        /* while any is: CU_CONV_CUDNN, CU_CONV_EACH or CU_CONV_OWN */
     struct cu_fused_saved *fused_saved; /* an engine file's cuDNN plans (JSON), restored instead of compiled */
@@ -136,6 +140,11 @@ int cu_weights_only(const cu_ctx *c, int t);
 /* Convolution weights w (M, C, R, S) as (M, R, S, cp) in FP16 (half) or FP32 at host, which
  * holds M * R * S * cp elements and is zero where ch >= C (on the host's threads). */
 void cu_reorder_krsc(const zci_tensor *w, int64_t cp, int half, void *host);
+/* NHWC channel Concats whose inputs are all written by convolutions our kernel can run (and read
+ * by nothing else) are done in place: each producer writes its channels of the Concat's output
+ * (c->slice_ld, c->alias/alias_off for the memory plan) and the Concat node launches nothing.
+ * ZCI_CUDA_NO_CONCAT_IN_PLACE=1: off. After cu_plan_layout, before the memory plan. */
+zci_status cu_plan_concat_in_place(cu_ctx *c);
 /* Queues the node at execution position p, then the conversions of its outputs. */
 zci_status cu_launch_node(cu_ctx *c, int p, cudaStream_t stream);
 /* Queues the conversions of model inputs and constants (the start of a run's body). */
@@ -292,6 +301,9 @@ int cu_conv_igemm_choice(const cu_ctx *c, const zci_node *n, const void *state, 
  * cu_conv_settle then frees the other plan of node n (state: its prepared state). */
 enum { CU_CONV_CUDNN = 0, CU_CONV_EACH = 1, CU_CONV_OWN = 2 };
 void cu_conv_settle(cu_ctx *c, const zci_node *n, void *state, int variant);
+/* conv.cu: 1 if Conv node n can write its output into a wider NHWC buffer (our kernel can run
+ * it, so that there is a way even where cuDNN refuses the strides). */
+int cu_conv_may_write_slice(const cu_ctx *c, const zci_node *n);
 /* conv.cu: 0 if node n (a Conv) will not be planned as a cuDNN fused graph (our kernel only). */
 int cu_conv_may_fuse(const cu_ctx *c, const zci_node *n);
 /* The cuDNN handle, created on first need (sessions whose convolutions all run on our kernels

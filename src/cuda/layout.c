@@ -269,3 +269,62 @@ void cu_reorder_krsc(const zci_tensor *w, int64_t cp, int half, void *host)
                     else ((float *)host)[dst] = v;
                 }
 }
+
+/* One input of Concat n: a convolution's output that only n reads, in NHWC FP16, eligible for
+ * our kernel (which writes into a wider buffer; cuDNN's fused graph is given the wider strides
+ * too, and our kernel stands in where cuDNN refuses them). */
+static int concat_input_ok(const cu_ctx *c, const zci_node *n, int k)
+{
+    const zci_graph *g = c->g;
+    const int t = n->in[k];
+    if (t < 0) return 0;
+    const zci_tensor *x = &g->tensors[t];
+    if (x->kind != ZCI_TENSOR_ACTIVATION || x->is_output || x->producer < 0 || x->n_consumers != 1) return 0;
+    if (c->alias[t] >= 0 || c->lay[t] != CU_NHWC || c->need_alt[t] || c->dt[t] != ZCI_FLOAT16 || x->ndim != 4) return 0;
+    for (int j = 0; j < n->n_in; j++)
+        if (j != k && n->in[j] == t) return 0;
+    const zci_node *p = &g->nodes[x->producer];
+    if (strcmp(p->op_type, "Conv") || p->n_out < 1 || p->out[0] != t || !cu_node_of(c, p)->op) return 0;
+    return cu_conv_may_write_slice(c, p);
+}
+
+zci_status cu_plan_concat_in_place(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    const char *env = getenv("ZCI_CUDA_NO_CONCAT_IN_PLACE");
+    if ((env && *env == '1') || !c->fp16) return ZCI_OK;
+    c->alias_off = zci_calloc((size_t)g->n_tensors + 1, sizeof *c->alias_off, "memory plan");
+    c->slice_ld = zci_calloc((size_t)g->n_tensors + 1, sizeof *c->slice_ld, "memory plan");
+    if (!c->alias_off || !c->slice_ld) return ZCI_OUT_OF_MEMORY;
+    for (int p = 0; p < g->n_order; p++) {
+        const int ni = g->order[p];
+        const zci_node *n = &g->nodes[ni];
+        if (strcmp(n->op_type, "Concat") || *n->domain || !cu_node_of(c, n)->op || !cu_nhwc(c, n) || n->n_out < 1) continue;
+        const int yt = n->out[0];
+        const zci_tensor *y = &g->tensors[yt];
+        if (y->ndim != 4 || y->is_output || y->kind != ZCI_TENSOR_ACTIVATION || c->alias[yt] >= 0 || c->lay[yt] != CU_NHWC)
+            continue;
+        int64_t axis = zci_attr_int(n, "axis", 0, NULL);
+        if (axis < 0) axis += 4;
+        if (axis != 1) continue;
+        int ok = n->n_in > 0;
+        int64_t c0 = 0;
+        for (int k = 0; k < n->n_in && ok; k++) {
+            ok = concat_input_ok(c, n, k) && c0 % 8 == 0; /* 16-byte aligned slices */
+            if (ok) c0 += g->tensors[n->in[k]].dims[1];
+        }
+        if (!ok || c0 != y->dims[1] || y->dims[1] > INT32_MAX) continue;
+        c0 = 0;
+        for (int k = 0; k < n->n_in; k++) {
+            const int t = n->in[k];
+            c->alias[t] = yt;
+            c->alias_off[t] = (size_t)c0 * cu_esize(c, t);
+            c->slice_ld[t] = (int)y->dims[1];
+            c0 += g->tensors[t].dims[1];
+        }
+        c->nodes[ni].op = NULL; /* nothing to launch: its inputs land in place */
+        c->concats_in_place++;
+    }
+    zci_log(c->verbose, "CUDA: %d Concats written in place by their producers", c->concats_in_place);
+    return ZCI_OK;
+}

@@ -640,7 +640,14 @@ zci_status zci_cuda_read_tensor(zci_session *s, int t, void *host, size_t bytes)
     void *tmp = c->dt[t] == x->dtype ? host : zci_malloc(dbytes ? dbytes : 1, "tensor copy");
     if (!tmp) st = ZCI_OUT_OF_MEMORY;
     if (st == ZCI_OK) {
-        cudaError_t e = cudaMemcpy(tmp, c->ptr[t], dbytes, cudaMemcpyDeviceToHost);
+        cudaError_t e;
+        if (c->slice_ld && c->slice_ld[t] && x->ndim == 4) { /* a Concat input's channels of the wider buffer */
+            const size_t row = (size_t)x->dims[1] * cu_esize(c, t);
+            e = cudaMemcpy2D(tmp, row, c->ptr[t], (size_t)c->slice_ld[t] * cu_esize(c, t), row,
+                             (size_t)(x->dims[0] * x->dims[2] * x->dims[3]), cudaMemcpyDeviceToHost);
+        } else {
+            e = cudaMemcpy(tmp, c->ptr[t], dbytes, cudaMemcpyDeviceToHost);
+        }
         if (e != cudaSuccess) st = cu_cuda_error(e, "cudaMemcpy");
     }
     if (st == ZCI_OK && tmp != host) xform_range(host, tmp, 0, (size_t)n, XF_F16_TO_F32);
