@@ -5,6 +5,11 @@
  * kernels for them (runtime-compiled fusion engines) took ~10 us apiece against an arithmetic
  * floor of well under a microsecond; they also cost seconds of NVRTC compilation at every session
  * creation and every engine-file load. A kernel we compile ahead of time starts instantly.
+ * Where it stands (bench/NOTES.md, steps 9-13): on par with cuDNN on 1x1 layers at batch 1, about
+ * 2x slower on 3x3 layers with long k (each k tile waits on a load round trip), 0.80 ms against
+ * 0.55 ms for all of yolov5s. So conv.cu plans both and backend.c keeps, per model, whichever
+ * runs the whole model fastest; ZCI_CUDA_CONV=igemm forces this kernel (fastest creation and
+ * engine load).
  *
  * The GEMM view (row m = an output pixel (n, oh, ow), column = an output channel, k = (r, s, c)):
  *     Y[m][col] = sum_k X[n][oh*sh - ph + r*dh][ow*sw - pw + s*dw][c] * W[col][r][s][c]
