@@ -373,16 +373,12 @@ static void conv_epilogue(const void *vctx, float *c, int64_t ldc, int64_t m0, i
 
 /* ================================================================ built-in kernels */
 
-/* Geometry as 3-D with leading unit dimensions (a 2-D conv is D = 1), so one code path serves
- * every rank. */
-typedef struct geom3 {
-    int64_t in[3], out[3], k[3], s[3], d[3], p[3];
-    int64_t in_plane, out_plane, kvol;
-} geom3;
+/* Geometry as 3-D (conv.h), so one code path serves every rank. */
+typedef zci_win3 geom3;
 
-static geom3 make_geom3(const zci_window *w)
+zci_win3 zci_window_3d(const zci_window *w)
 {
-    geom3 g;
+    zci_win3 g;
     int shift = 3 - w->nsp;
     for (int i = 0; i < 3; i++) {
         int j = i - shift;
@@ -391,7 +387,8 @@ static geom3 make_geom3(const zci_window *w)
         g.k[i] = j >= 0 ? w->kernel[j] : 1;
         g.s[i] = j >= 0 ? w->stride[j] : 1;
         g.d[i] = j >= 0 ? w->dilation[j] : 1;
-        g.p[i] = j >= 0 ? w->pad_begin[j] : 0;
+        g.pb[i] = j >= 0 ? w->pad_begin[j] : 0;
+        g.pe[i] = j >= 0 ? w->pad_end[j] : 0;
     }
     g.in_plane = g.in[0] * g.in[1] * g.in[2];
     g.out_plane = g.out[0] * g.out[1] * g.out[2];
@@ -402,7 +399,7 @@ static geom3 make_geom3(const zci_window *w)
 static int is_pointwise(const geom3 *g)
 {
     for (int i = 0; i < 3; i++)
-        if (g->k[i] != 1 || g->s[i] != 1 || g->p[i] != 0 || g->in[i] != g->out[i]) return 0;
+        if (g->k[i] != 1 || g->s[i] != 1 || g->pb[i] != 0 || g->in[i] != g->out[i]) return 0;
     return 1;
 }
 
@@ -433,15 +430,15 @@ static void im2col_pack(const void *vctx, int64_t k0, int64_t kc, int64_t n0, in
             int64_t ox = ox0, oy = oy0, oz = oz0;
             for (int64_t j = 0; j < cols;) {
                 int64_t len = ow - ox < cols - j ? ow - ox : cols - j;
-                int64_t iz = oz * g->s[0] - g->p[0] + kz * g->d[0];
-                int64_t iy = oy * g->s[1] - g->p[1] + ky * g->d[1];
+                int64_t iz = oz * g->s[0] - g->pb[0] + kz * g->d[0];
+                int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];
                 float *dj = d + j;
                 if (iz < 0 || iz >= id || iy < 0 || iy >= ih) {
                     memset(dj, 0, sizeof(float) * (size_t)len);
                 } else {
                     const float *row = xc + (iz * ih + iy) * iw;
                     const int64_t sx = g->s[2];
-                    int64_t ix0 = ox * sx - g->p[2] + kx * g->d[2]; /* column t reads ix0 + t * sx */
+                    int64_t ix0 = ox * sx - g->pb[2] + kx * g->d[2]; /* column t reads ix0 + t * sx */
                     int64_t lo = ix0 >= 0 ? 0 : ceil_div64(-ix0, sx);
                     int64_t hi = ix0 > iw - 1 ? 0 : (iw - 1 - ix0) / sx + 1;
                     if (lo > len) lo = len;
@@ -494,15 +491,15 @@ static void depthwise(const zci_conv_params *p, const geom3 *g, const float *x, 
         float *row = y + plane * g->out_plane + (oz * g->out[1] + oy) * ow;
         for (int64_t ox = 0; ox < ow; ox++) row[ox] = 0.0f;
         for (int64_t kz = 0; kz < g->k[0]; kz++) {
-            int64_t iz = oz * g->s[0] - g->p[0] + kz * g->d[0];
+            int64_t iz = oz * g->s[0] - g->pb[0] + kz * g->d[0];
             if (iz < 0 || iz >= g->in[0]) continue;
             for (int64_t ky = 0; ky < g->k[1]; ky++) {
-                int64_t iy = oy * g->s[1] - g->p[1] + ky * g->d[1];
+                int64_t iy = oy * g->s[1] - g->pb[1] + ky * g->d[1];
                 if (iy < 0 || iy >= g->in[1]) continue;
                 const float *xr = xin + (iz * g->in[1] + iy) * g->in[2];
                 for (int64_t kx = 0; kx < g->k[2]; kx++) {
                     const float wv = wk[(kz * g->k[1] + ky) * g->k[2] + kx];
-                    const int64_t sx = g->s[2], off = kx * g->d[2] - g->p[2]; /* ox reads ox * sx + off */
+                    const int64_t sx = g->s[2], off = kx * g->d[2] - g->pb[2]; /* ox reads ox * sx + off */
                     int64_t lo = off >= 0 ? 0 : ceil_div64(-off, sx);
                     int64_t hi = off > g->in[2] - 1 ? 0 : (g->in[2] - 1 - off) / sx + 1;
                     if (hi > ow) hi = ow;
@@ -683,7 +680,7 @@ static int is_depthwise(const zci_conv_params *p) { return p->group > 1 && p->in
 static zci_status conv_builtin(const zci_conv_params *p, const float *x, const float *w, const float *bias,
                                const float *sum, float *y, const conv_state *st, void *workspace, int nthreads)
 {
-    geom3 g = make_geom3(&p->w);
+    geom3 g = zci_window_3d(&p->w);
     if (is_depthwise(p)) {
         depthwise(p, &g, x, w, bias, sum, y, nthreads);
         return ZCI_OK;
@@ -802,7 +799,7 @@ static zci_status conv_prepare(const zci_graph *g, const zci_node *n, int nthrea
     }
 #endif
     if (!is_depthwise(p)) {
-        geom3 g3 = make_geom3(&p->w);
+        geom3 g3 = zci_window_3d(&p->w);
         int64_t cg = p->in_ch / p->group, mg = p->out_ch / p->group, kg = cg * g3.kvol;
         s->packed = zci_calloc((size_t)p->group, sizeof *s->packed, "Conv packed weights");
         if (!s->packed) st = ZCI_OUT_OF_MEMORY;

@@ -93,6 +93,14 @@ typedef struct zci_pool_params {
 zci_status zci_window_init(const zci_node *n, int nsp, const int64_t *in, const int64_t *kernel, int ceil_mode,
                            zci_window *w);
 
+/* A window lifted to 3-D with leading unit dimensions (a 2-D op is D = 1, pads 0), so that one
+ * kernel loop serves every rank (the CPU Conv and pooling kernels), with the sizes the loops use. */
+typedef struct zci_win3 {
+    int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
+    int64_t in_plane, out_plane, kvol; /* D*H*W of input and output, kernel taps */
+} zci_win3;
+zci_win3 zci_window_3d(const zci_window *w);
+
 /* Attaches a fused epilogue to Conv node n (see the top of this file): writes the attributes
  * and re-runs Conv's infer, which checks the values (activation in range; sum_input names a
  * present input of the output's shape and type) and refreshes n->params. activation

@@ -96,27 +96,8 @@ static zci_status global_infer(zci_graph *g, zci_node *n)
 
 /* ================================================================ window kernels */
 
-/* The window as 3-D with leading unit dimensions (a 2-D pool is D = 1). */
-typedef struct win3 {
-    int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
-} win3;
-
-static win3 make_win3(const zci_window *w)
-{
-    win3 g;
-    int shift = 3 - w->nsp;
-    for (int i = 0; i < 3; i++) {
-        int j = i - shift;
-        g.in[i] = j >= 0 ? w->in[j] : 1;
-        g.out[i] = j >= 0 ? w->out[j] : 1;
-        g.k[i] = j >= 0 ? w->kernel[j] : 1;
-        g.s[i] = j >= 0 ? w->stride[j] : 1;
-        g.d[i] = j >= 0 ? w->dilation[j] : 1;
-        g.pb[i] = j >= 0 ? w->pad_begin[j] : 0;
-        g.pe[i] = j >= 0 ? w->pad_end[j] : 0;
-    }
-    return g;
-}
+/* The window as 3-D (conv.h's zci_win3: a 2-D pool is D = 1). */
+typedef zci_win3 win3;
 
 /* Output columns [*lo, *hi) whose input column o * s + off lies in [0, in). */
 static void valid_span(int64_t off, int64_t s, int64_t in, int64_t out, int64_t *lo, int64_t *hi)
@@ -346,7 +327,7 @@ static void maxpool_blocked_f32(const win3 *g, int64_t planes, int64_t B, const 
 static zci_status maxpool_cpu(const zci_kernel_ctx *k)
 {
     const zci_pool_params *p = k->n->params;
-    win3 g = make_win3(&p->w);
+    win3 g = zci_window_3d(&p->w);
     int64_t planes = p->batch * p->channels;
     if (k->state) {
         maxpool_blocked_f32(&g, planes / *(const int *)k->state, *(const int *)k->state, ZCI_KIN_DATA(k, 0),
@@ -367,7 +348,7 @@ static zci_status maxpool_cpu(const zci_kernel_ctx *k)
 static zci_status avgpool_cpu(const zci_kernel_ctx *k)
 {
     const zci_pool_params *p = k->n->params;
-    win3 g = make_win3(&p->w);
+    win3 g = zci_window_3d(&p->w);
     avgpool_f32(&g, p->batch * p->channels, p->count_include_pad, ZCI_KIN_DATA(k, 0), ZCI_KOUT_DATA(k, 0),
                 k->nthreads);
     return ZCI_OK;
