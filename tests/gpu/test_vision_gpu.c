@@ -18,6 +18,7 @@
 
 #include "core/common.h"
 #include "../test_util.h"
+#include "../test_frames.h"
 #include "zcinfer_vision.h"
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
@@ -37,22 +38,6 @@ static float rnd_float(float lo, float hi) { return lo + (hi - lo) * (float)(rnd
 
 /* ---------------------------------------------------------------- frames on both sides */
 
-static size_t row_len(int fmt, int w, int k)
-{
-    size_t half = (size_t)(w + 1) / 2;
-    switch (fmt) {
-    case ZCI_PIXEL_NV12: return k ? 2 * half : (size_t)w;
-    case ZCI_PIXEL_I420: return k ? half : (size_t)w;
-    case ZCI_PIXEL_UYVY:
-    case ZCI_PIXEL_YUYV: return 4 * half;
-    case ZCI_PIXEL_RGB:
-    case ZCI_PIXEL_BGR: return 3 * (size_t)w;
-    default: return 4 * (size_t)w;
-    }
-}
-
-static int n_planes(int fmt) { return fmt == ZCI_PIXEL_NV12 ? 2 : fmt == ZCI_PIXEL_I420 ? 3 : 1; }
-static int n_rows(int fmt, int h, int k) { return k && fmt <= ZCI_PIXEL_I420 ? (h + 1) / 2 : h; }
 
 typedef struct twin_frame {
     zci_frame host, dev;
