@@ -165,28 +165,7 @@ bool plan_tiled(const cu_gather_plan *g, tplan *t)
 
 } // namespace
 
-extern "C" void cu_gather_simplify(cu_gather_plan *p)
-{
-    int nd = 0;
-    for (int i = 0; i < p->nd; i++) {
-        if (p->dims[i] == 1) continue;
-        p->dims[nd] = p->dims[i];
-        p->stride[nd] = p->stride[i];
-        nd++;
-    }
-    int m = 0;
-    for (int i = 0; i < nd; i++) {
-        if (m > 0 && p->stride[m - 1] == p->stride[i] * p->dims[i]) {
-            p->dims[m - 1] *= p->dims[i];
-            p->stride[m - 1] = p->stride[i];
-            continue;
-        }
-        p->dims[m] = p->dims[i];
-        p->stride[m] = p->stride[i];
-        m++;
-    }
-    p->nd = m;
-}
+extern "C" void cu_gather_simplify(cu_gather_plan *p) { zci_copy_dims_simplify(&p->nd, p->dims, p->stride); }
 
 extern "C" zci_status cu_strided_copy(const void *x, void *y, const cu_gather_plan *p, size_t es, cudaStream_t s)
 {

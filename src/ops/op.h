@@ -84,6 +84,12 @@ zci_status zci_const_ints(const zci_graph *g, const zci_node *n, int input, int6
 /* Normalises a possibly negative axis against rank; ZCI_INVALID_MODEL when out of range. */
 zci_status zci_norm_axis(int64_t axis, int rank, int *out);
 
+/* A strided copy's plan made minimal: drops size-1 dims and merges neighbours whose input
+ * strides are contiguous too (dims[i], stride[i] for i < *nd, outermost first), so that e.g.
+ * 1x3x85x80x80 -> 1x3x80x80x85 becomes 3 transposes of 85x6400. The CPU copy kernels and the
+ * CUDA gathers share it. */
+void zci_copy_dims_simplify(int *nd, int64_t *dims, int64_t *stride);
+
 #ifdef __cplusplus
 }
 #endif

@@ -69,6 +69,29 @@ zci_status zci_norm_axis(int64_t axis, int rank, int *out)
     return ZCI_OK;
 }
 
+void zci_copy_dims_simplify(int *nd, int64_t *dims, int64_t *stride)
+{
+    int n = 0;
+    for (int i = 0; i < *nd; i++) {
+        if (dims[i] == 1) continue;
+        dims[n] = dims[i];
+        stride[n] = stride[i];
+        n++;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (m > 0 && stride[m - 1] == stride[i] * dims[i]) {
+            dims[m - 1] *= dims[i];
+            stride[m - 1] = stride[i];
+            continue;
+        }
+        dims[m] = dims[i];
+        stride[m] = stride[i];
+        m++;
+    }
+    *nd = m;
+}
+
 zci_status zci_kernel_run_once(const zci_graph *g, const zci_node *n, void *const *data, int nthreads, void *state)
 {
     size_t bytes = n->op->cpu_workspace ? n->op->cpu_workspace(state) : 0;

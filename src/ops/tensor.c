@@ -124,30 +124,12 @@ typedef struct copy_plan {
     int tile_dim; /* >= 0: dim whose input stride is 1 while the last dim's is not (transpose) */
 } copy_plan;
 
-/* Drops size-1 dims and merges neighbours that are also neighbours in the input, so that e.g.
- * 1x3x85x80x80 -> 1x3x80x80x85 becomes 3 transposes of 85x6400, and an inner contiguous run is
- * one long row. Then chooses between row copies and tiled transposition. */
+/* The plan made minimal (zci_copy_dims_simplify: an inner contiguous run becomes one long row),
+ * then the choice between row copies and tiled transposition. */
 static void plan_simplify(copy_plan *p)
 {
-    int nd = 0;
-    for (int i = 0; i < p->nd; i++) {
-        if (p->dims[i] == 1) continue;
-        p->dims[nd] = p->dims[i];
-        p->stride[nd] = p->stride[i];
-        nd++;
-    }
-    int m = 0;
-    for (int i = 0; i < nd; i++) {
-        if (m > 0 && p->stride[m - 1] == p->stride[i] * p->dims[i]) {
-            p->dims[m - 1] *= p->dims[i];
-            p->stride[m - 1] = p->stride[i];
-            continue;
-        }
-        p->dims[m] = p->dims[i];
-        p->stride[m] = p->stride[i];
-        m++;
-    }
-    p->nd = m;
+    zci_copy_dims_simplify(&p->nd, p->dims, p->stride);
+    const int m = p->nd;
     p->tile_dim = -1;
     if (m >= 2 && p->stride[m - 1] != 1 && p->stride[m - 1] != 0) {
         for (int i = 0; i < m - 1; i++)
