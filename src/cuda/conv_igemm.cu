@@ -15,7 +15,8 @@
  *     Y[m][col] = sum_k X[n][oh*sh - ph + r*dh][ow*sw - pw + s*dw][c] * W[col][r][s][c]
  * With C a multiple of 8, every run of 8 consecutive k is 8 channels of one input pixel: one
  * 16-byte load, or zeros where the window leaves the image. A block computes a BM x BN tile of Y
- * over k tiles of 32: cp.async copies the next tiles into shared memory (3 stages) while warps
+ * over k tiles of 32: cp.async copies the next tiles into shared memory (3 to 8 stages, by tile
+ * shape) while warps
  * multiply the current one with ldmatrix + mma.sync m16n8k16 (FP16 in, FP32 accumulators).
  * Shared-memory rows are 64 bytes; chunk j of row r sits at j ^ ((r >> 1) & 3), so the 8 rows an
  * ldmatrix reads fall in 8 different bank groups.
@@ -522,7 +523,6 @@ struct cu_igemm {
     int cfg;          /* kCfgs index, or -1: the direct kernel */
     int splits;
     size_t ws_bytes;  /* split-K partials */
-    int tiles;        /* output tiles (counters needed when split) */
 };
 
 /* Lets every configuration have its dynamic shared memory: beyond 48 KB per block (static
@@ -552,7 +552,7 @@ extern "C" int cu_igemm_eligible(const cu_ctx *c, const zci_node *n, int xc)
     return 1;
 }
 
-static void launch_cfg(const cu_igemm *g, const igemm_params &p, int cfg, int splits, cudaStream_t st)
+static void launch_cfg(const igemm_params &p, int cfg, int splits, cudaStream_t st)
 {
     if (cfg < 0) {
         const int64_t n = (int64_t)p.M * p.Nc;
@@ -565,7 +565,6 @@ static void launch_cfg(const cu_igemm *g, const igemm_params &p, int cfg, int sp
     q.kt_per_split = (int)ceil_div(KT, splits);
     dim3 grid((unsigned)ceil_div(p.M, t.bm), (unsigned)ceil_div(p.Nc, t.bn), (unsigned)splits);
     t.fn[act_variant(p.act)]<<<grid, t.threads, smem_bytes(t), st>>>(q);
-    (void)g;
 }
 
 /* Splits worth trying for a tile shape: more blocks along k when the output tiles alone leave
@@ -767,7 +766,7 @@ extern "C" zci_status cu_igemm_tune(cu_ctx *c, const zci_node *n, cu_igemm *g, c
                 int ns = split_options(blocks, KT, sms, so);
                 for (int k = 0; k < ns && r == ZCI_OK; k++) {
                     if (so[k] > 1 && blocks > CU_IGEMM_MAX_TILES) continue;
-                    launch_cfg(g, p, i, so[k], st);
+                    launch_cfg(p, i, so[k], st);
                     cudaError_t e = cudaGetLastError();
                     if (e != cudaSuccess) {
                         r = cu_cuda_error(e, "convolution kernel (tuning)");
@@ -777,7 +776,7 @@ extern "C" zci_status cu_igemm_tune(cu_ctx *c, const zci_node *n, cu_igemm *g, c
                     float ms_best = 1e30f;
                     for (int rep = 0; rep < 2; rep++) {
                         cudaEventRecord(e0, st);
-                        for (int l = 0; l < kTuneLaunches; l++) launch_cfg(g, p, i, so[k], st);
+                        for (int l = 0; l < kTuneLaunches; l++) launch_cfg(p, i, so[k], st);
                         cudaEventRecord(e1, st);
                         e = cudaEventSynchronize(e1);
                         if (e != cudaSuccess) {
@@ -819,7 +818,6 @@ extern "C" zci_status cu_igemm_tune(cu_ctx *c, const zci_node *n, cu_igemm *g, c
     }
     if (g->cfg >= 0) {
         const int64_t blocks = ceil_div(p.M, kCfgs[g->cfg].bm) * ceil_div(p.Nc, kCfgs[g->cfg].bn);
-        g->tiles = (int)(blocks < INT32_MAX ? blocks : INT32_MAX);
         if (g->splits > 1 && blocks > CU_IGEMM_MAX_TILES) g->splits = 1;
         g->ws_bytes = g->splits > 1 ? (size_t)g->splits * p.M * p.Nc * sizeof(float) : 0;
         if (g->ws_bytes) cu_need_workspace(c, g->ws_bytes);
@@ -843,7 +841,7 @@ extern "C" zci_status cu_igemm_launch(cu_ctx *c, const zci_node *n, cu_igemm *g,
     /* the tiled kernel reads x and w 16 bytes at a time */
     if (!aligned16(p.x) || !aligned16(p.w)) cfg = -1;
     if (g->splits > 1 && (!p.ws || c->workspace_size < g->ws_bytes || !p.counters)) cfg = -1;
-    launch_cfg(g, p, cfg, cfg < 0 ? 1 : g->splits, st);
+    launch_cfg(p, cfg, cfg < 0 ? 1 : g->splits, st);
     CU_LAUNCHED("convolution kernel");
     return ZCI_OK;
 }
@@ -910,7 +908,7 @@ extern "C" zci_status zci_cuda_igemm_test_run(const zci_igemm_test *t, int cfg, 
         st = allow_smem();
         /* twice: the second launch finds the counters the first one left (they must be zero) */
         for (int rep = 0; rep < 2 && st == ZCI_OK; rep++) {
-            launch_cfg(NULL, p, cfg, splits, 0);
+            launch_cfg(p, cfg, splits, 0);
             cudaError_t e = cudaGetLastError();
             if (e == cudaSuccess) e = cudaDeviceSynchronize();
             if (e != cudaSuccess) st = cu_cuda_error(e, "zci_cuda_igemm_test_run: kernel");
@@ -920,7 +918,7 @@ extern "C" zci_status zci_cuda_igemm_test_run(const zci_igemm_test *t, int cfg, 
             cudaEventCreate(&e0);
             cudaEventCreate(&e1);
             cudaEventRecord(e0, 0);
-            for (int rep = 0; rep < 100; rep++) launch_cfg(NULL, p, cfg, splits, 0);
+            for (int rep = 0; rep < 100; rep++) launch_cfg(p, cfg, splits, 0);
             cudaEventRecord(e1, 0);
             cudaError_t e = cudaEventSynchronize(e1);
             float ms = 0;
