@@ -16,8 +16,8 @@
  * With C a multiple of 8, every run of 8 consecutive k is 8 channels of one input pixel: one
  * 16-byte load, or zeros where the window leaves the image. A block computes a BM x BN tile of Y
  * over k tiles of 32: cp.async copies the next tiles into shared memory (3 to 8 stages, by tile
- * shape) while warps
- * multiply the current one with ldmatrix + mma.sync m16n8k16 (FP16 in, FP32 accumulators).
+ * shape) while warps multiply the current one with ldmatrix + mma.sync m16n8k16 (FP16 in, FP32
+ * accumulators).
  * Shared-memory rows are 64 bytes; chunk j of row r sits at j ^ ((r >> 1) & 3), so the 8 rows an
  * ldmatrix reads fall in 8 different bank groups.
  *
