@@ -614,11 +614,13 @@ extern "C" zci_status cu_igemm_build(cu_ctx *c, const zci_node *n, int xc, cu_ig
     p.sum_first = cp->sum_first;
     g->cfg = -1;
     g->splits = 1;
-    zci_status st = allow_smem();
+    /* once per session (the attribute belongs to the device the session runs on) */
+    zci_status st = c->igemm_smem_set ? ZCI_OK : allow_smem();
     if (st != ZCI_OK) {
         free(g);
         return st;
     }
+    c->igemm_smem_set = 1;
     *out = g;
     return ZCI_OK;
 }

@@ -100,6 +100,7 @@ struct cu_ctx {
     int convs_epilogue;      /* convolutions with an epilogue (fused or not) */
     int convs_igemm;         /* convolutions on our own kernel (conv_igemm.cu) */
     int *igemm_counters;     /* split-K tile counters (CU_IGEMM_MAX_TILES, zero between launches) */
+    int igemm_smem_set;      /* conv_igemm.cu's kernels were allowed their shared memory on this device */
     struct cu_igemm_tuning *igemm_tuning; /* planning only: timed choices, shared by equal geometries */
     int *igemm_forced;       /* per graph node: an engine file's kernel choice (cfg + 2 + 64 * splits), 0: none */
     int from_engine;         /* prepared from an engine file's state: no timing, the file's choices */
