@@ -78,8 +78,8 @@ for b in "$BUILD/zcinfer" "$BUILD"/tests/gpu/* "$BUILD"/rust-tests/*; do
 done
 
 # ---- models and references (in parallel: one process per model)
-ALL="yolov5n yolov5s yolov5n_opset11 yolov5n_opset13 yolov8n yolov8n_opset19 yolo11n classifier classifier_external classifier_dynbatch classifier_opset11 classifier_opset13 classifier_opset18"
-[ $QUICK = 1 ] && ALL="yolov5s yolov8n classifier"
+ALL="yolov5n yolov5s yolov5n_opset11 yolov5n_opset13 yolov5n_split rowmap_cases yolov8n yolov8n_opset19 yolo11n classifier classifier_external classifier_dynbatch classifier_opset11 classifier_opset13 classifier_opset18"
+[ $QUICK = 1 ] && ALL="yolov5s yolov8n classifier rowmap_cases"
 t0=$(date +%s)
 mkdir -p $MODELS $REFS
 for m in $ALL; do
@@ -123,8 +123,10 @@ if [ $BENCH = 1 ]; then
         STEP_TIMEOUT=90 step bench_fp16_cudnn env ZCI_CUDA_CONV=cudnn "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
         STEP_TIMEOUT=90 step bench_fp16_igemm env ZCI_CUDA_CONV=igemm "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
         STEP_TIMEOUT=90 step bench_fp16_b32_cudnn env ZCI_CUDA_CONV=cudnn "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
+        STEP_TIMEOUT=90 step bench_fp16_norowmap env ZCI_NO_ROWMAP=1 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+        STEP_TIMEOUT=90 step bench_fp16_b32_norowmap env ZCI_NO_ROWMAP=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
         STEP_TIMEOUT=60 step verbose_fp16 "$BUILD/zcinfer" run $Y --device cuda --fp16 -v
-        for f in bench_fp16_cudnn bench_fp16_igemm bench_fp16_b32_cudnn; do
+        for f in bench_fp16_cudnn bench_fp16_igemm bench_fp16_b32_cudnn bench_fp16_norowmap bench_fp16_b32_norowmap; do
             echo "== A/B $f"; grep -hE "creation|GPU time" "$LOG/$f.log"
         done
         echo "== per-convolution choice (cuDNN fused graph or our kernel), batch 1"

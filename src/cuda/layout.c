@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "cuda/cuda_internal.h"
+#include "ops/rowmap.h"
 #include "ops/conv.h"
 
 int cu_layout_matters(const zci_tensor *t)
@@ -101,7 +102,8 @@ static void pad_channels(cu_ctx *c)
     }
 }
 
-/* View node n reshapes (N, C, H, W) to (N, A, B, H, W), A * B = C, and only Transposes read it. */
+/* View node n reshapes (N, C, H, W) to (N, A, B, H, W), A * B = C, and only Transposes and
+ * RowMaps (as a source) read it: both read any strides. */
 static int channel_split_for_transposes(const cu_ctx *c, const zci_node *n)
 {
     const zci_graph *g = c->g;
@@ -116,7 +118,9 @@ static int channel_split_for_transposes(const cu_ctx *c, const zci_node *n)
         const zci_node *r = &g->nodes[g->order[p]];
         for (int k = 0; k < r->n_in; k++) {
             if (r->in[k] != n->out[0]) continue;
-            if (k != 0 || strcmp(r->op_type, "Transpose") || !c->nodes[g->order[p]].op) return 0;
+            const zci_rowmap_params *rp = !strcmp(r->op_type, "RowMap") ? r->params : NULL;
+            int strided = (k == 0 && !strcmp(r->op_type, "Transpose")) || (rp && k < rp->n_parts);
+            if (!strided || !c->nodes[g->order[p]].op) return 0;
             readers++;
         }
     }

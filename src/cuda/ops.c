@@ -20,6 +20,7 @@ CU_FAMILY(parts)
 CU_FAMILY(copy)
 CU_FAMILY(gather)
 CU_FAMILY(resize)
+CU_FAMILY(rowmap)
 #undef CU_FAMILY
 void cu_conv_release(void *state);
 void cu_mm_release(void *state);
@@ -48,6 +49,8 @@ static const cu_op table[] = {
     ROW(Gather, gather, 0), VIEW(Reshape), VIEW(Flatten), VIEW(Squeeze), VIEW(Unsqueeze), VIEW(Identity),
     /* resize.cu */
     ROW(Resize, resize, 1), ROW(Upsample, resize, 1),
+    /* rowmap.cu: zcinfer's own op (ops/rowmap.h) */
+    ROW(RowMap, rowmap, 0),
 };
 
 const cu_op *cu_op_find(const char *type)

@@ -36,6 +36,71 @@ void zci_attr_clear(zci_attr *a)
     memset(a, 0, sizeof *a);
 }
 
+/* The attribute called `name` of node n, emptied for a new value, or a new one appended. */
+static zci_attr *attr_slot(zci_node *n, const char *name)
+{
+    for (int i = 0; i < n->n_attrs; i++) {
+        zci_attr *a = &n->attrs[i];
+        if (strcmp(a->name, name)) continue;
+        char *keep = a->name;
+        a->name = NULL;
+        zci_attr_clear(a);
+        a->name = keep;
+        return a;
+    }
+    zci_attr *grown = zci_realloc(n->attrs, sizeof *grown * (size_t)(n->n_attrs + 1), "node attributes");
+    if (!grown) return NULL;
+    n->attrs = grown;
+    zci_attr *a = &n->attrs[n->n_attrs];
+    memset(a, 0, sizeof *a);
+    a->name = zci_strdup(name);
+    if (!a->name) return NULL;
+    n->n_attrs++;
+    return a;
+}
+
+zci_status zci_node_set_int(zci_node *n, const char *name, int64_t v)
+{
+    zci_attr *a = attr_slot(n, name);
+    if (!a) return ZCI_OUT_OF_MEMORY;
+    a->type = ZCI_ATTR_INT;
+    a->i = v;
+    return ZCI_OK;
+}
+
+zci_status zci_node_set_float(zci_node *n, const char *name, float v)
+{
+    zci_attr *a = attr_slot(n, name);
+    if (!a) return ZCI_OUT_OF_MEMORY;
+    a->type = ZCI_ATTR_FLOAT;
+    a->f = v;
+    return ZCI_OK;
+}
+
+zci_status zci_node_set_ints(zci_node *n, const char *name, const int64_t *v, int count)
+{
+    zci_attr *a = attr_slot(n, name);
+    if (!a) return ZCI_OUT_OF_MEMORY;
+    a->type = ZCI_ATTR_INTS;
+    a->ints = zci_malloc(sizeof *a->ints * (size_t)(count > 0 ? count : 1), "node attributes");
+    if (!a->ints) return ZCI_OUT_OF_MEMORY;
+    if (count > 0) memcpy(a->ints, v, sizeof *a->ints * (size_t)count);
+    a->n = count;
+    return ZCI_OK;
+}
+
+zci_status zci_node_set_floats(zci_node *n, const char *name, const float *v, int count)
+{
+    zci_attr *a = attr_slot(n, name);
+    if (!a) return ZCI_OUT_OF_MEMORY;
+    a->type = ZCI_ATTR_FLOATS;
+    a->floats = zci_malloc(sizeof *a->floats * (size_t)(count > 0 ? count : 1), "node attributes");
+    if (!a->floats) return ZCI_OUT_OF_MEMORY;
+    if (count > 0) memcpy(a->floats, v, sizeof *a->floats * (size_t)count);
+    a->n = count;
+    return ZCI_OK;
+}
+
 static void node_clear(zci_node *n)
 {
     free(n->name);

@@ -143,6 +143,13 @@ const char *zci_attr_string(const zci_node *n, const char *name, const char *def
 const int64_t *zci_attr_ints(const zci_node *n, const char *name, int *count, zci_status *st);
 const float *zci_attr_floats(const zci_node *n, const char *name, int *count, zci_status *st);
 
+/* Set node n's attribute `name` (replacing a value of any type, or appending it); arrays are
+ * copied. ZCI_OUT_OF_MEMORY on failure. Used by passes that record what they fused. */
+zci_status zci_node_set_int(zci_node *n, const char *name, int64_t v);
+zci_status zci_node_set_float(zci_node *n, const char *name, float v);
+zci_status zci_node_set_ints(zci_node *n, const char *name, const int64_t *v, int count);
+zci_status zci_node_set_floats(zci_node *n, const char *name, const float *v, int count);
+
 void zci_attr_clear(zci_attr *a);
 void zci_value_free(zci_value *v);
 

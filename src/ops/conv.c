@@ -124,41 +124,6 @@ zci_status zci_window_init(const zci_node *n, int nsp, const int64_t *in, const 
     return ZCI_OK;
 }
 
-/* ================================================================ attributes of the fusion */
-
-static zci_attr *attr_slot(zci_node *n, const char *name)
-{
-    for (int i = 0; i < n->n_attrs; i++)
-        if (!strcmp(n->attrs[i].name, name)) return &n->attrs[i];
-    zci_attr *grown = zci_realloc(n->attrs, sizeof *grown * (size_t)(n->n_attrs + 1), "node attributes");
-    if (!grown) return NULL;
-    n->attrs = grown;
-    zci_attr *a = &n->attrs[n->n_attrs];
-    memset(a, 0, sizeof *a);
-    a->name = zci_strdup(name);
-    if (!a->name) return NULL;
-    n->n_attrs++;
-    return a;
-}
-
-static zci_status set_attr_int(zci_node *n, const char *name, int64_t v)
-{
-    zci_attr *a = attr_slot(n, name);
-    if (!a) return ZCI_OUT_OF_MEMORY;
-    a->type = ZCI_ATTR_INT;
-    a->i = v;
-    return ZCI_OK;
-}
-
-static zci_status set_attr_float(zci_node *n, const char *name, float v)
-{
-    zci_attr *a = attr_slot(n, name);
-    if (!a) return ZCI_OUT_OF_MEMORY;
-    a->type = ZCI_ATTR_FLOAT;
-    a->f = v;
-    return ZCI_OK;
-}
-
 /* ================================================================ infer */
 
 static zci_status conv_infer(zci_graph *g, zci_node *n)
@@ -261,11 +226,11 @@ zci_status zci_conv_set_fusion(zci_graph *g, zci_node *n, zci_activation activat
 {
     if (!n || strcmp(n->op_type, "Conv"))
         return zci_error(ZCI_INVALID_ARGUMENT, "zci_conv_set_fusion: the node is not a Conv");
-    ZCI_TRY(set_attr_int(n, ZCI_CONV_ATTR_ACTIVATION, activation));
-    ZCI_TRY(set_attr_float(n, ZCI_CONV_ATTR_ALPHA, alpha));
-    ZCI_TRY(set_attr_float(n, ZCI_CONV_ATTR_BETA, beta));
-    ZCI_TRY(set_attr_int(n, ZCI_CONV_ATTR_SUM_INPUT, sum_input));
-    ZCI_TRY(set_attr_int(n, ZCI_CONV_ATTR_SUM_FIRST, sum_first));
+    ZCI_TRY(zci_node_set_int(n, ZCI_CONV_ATTR_ACTIVATION, activation));
+    ZCI_TRY(zci_node_set_float(n, ZCI_CONV_ATTR_ALPHA, alpha));
+    ZCI_TRY(zci_node_set_float(n, ZCI_CONV_ATTR_BETA, beta));
+    ZCI_TRY(zci_node_set_int(n, ZCI_CONV_ATTR_SUM_INPUT, sum_input));
+    ZCI_TRY(zci_node_set_int(n, ZCI_CONV_ATTR_SUM_FIRST, sum_first));
     return conv_infer(g, n);
 }
 

@@ -90,6 +90,10 @@ zci_status zci_norm_axis(int64_t axis, int rank, int *out);
  * CUDA gathers share it. */
 void zci_copy_dims_simplify(int *nd, int64_t *dims, int64_t *stride);
 
+/* 1 if Slice node n (planned) takes, with step 1, a range of its input's last axis and all of
+ * every other axis; *lo is the range's first index (the output's last dim gives its length). */
+int zci_slice_last_axis(const zci_graph *g, const zci_node *n, int64_t *lo);
+
 #ifdef __cplusplus
 }
 #endif

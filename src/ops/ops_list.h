@@ -16,6 +16,8 @@
     X(Concat) X(Split) X(Slice) X(Reshape) X(Transpose) X(Flatten) X(Squeeze) X(Unsqueeze)        \
     X(Expand) X(Shape) X(Gather) X(ConstantOfShape) X(Constant) X(Range) X(Identity)              \
     /* resize.c */                                                                                 \
-    X(Resize) X(Upsample)
+    X(Resize) X(Upsample)                                                                          \
+    /* rowmap.c: zcinfer's own (domain "zcinfer"), made by graph/fuse.c */                        \
+    X(RowMap)
 
 #endif

@@ -875,6 +875,26 @@ static zci_status slice_infer(zci_graph *g, zci_node *n)
     return ZCI_OK;
 }
 
+int zci_slice_last_axis(const zci_graph *g, const zci_node *n, int64_t *lo)
+{
+    if (strcmp(n->op_type, "Slice") || !ZCI_HAS_IN(n, 0)) return 0;
+    const zci_tensor *x = ZCI_IN(g, n, 0);
+    int64_t *args[4], count[4];
+    int ok = slice_args(g, n, args, count) == ZCI_OK && x->ndim > 0;
+    *lo = 0;
+    for (int64_t i = 0; ok && i < count[0]; i++) {
+        int a;
+        int64_t first, step = args[3] ? args[3][i] : 1;
+        ok = zci_norm_axis(args[2] ? args[2][i] : i, x->ndim, &a) == ZCI_OK && step == 1;
+        if (!ok) break;
+        int64_t len = slice_axis(x->dims[a], args[0][i], args[1][i], step, &first);
+        if (a == x->ndim - 1) *lo = first;
+        else ok = first == 0 && len == x->dims[a];
+    }
+    for (int i = 0; i < 4; i++) free(args[i]);
+    return ok;
+}
+
 /* ================================================================ Transpose */
 
 static zci_status transpose_infer(zci_graph *g, zci_node *n)

@@ -456,8 +456,10 @@ def yolov5_c3(b, x, path, c1, c2, n, shortcut=True):
     return ul_conv(b, y, path + ("cv3",), 2 * c_, c2)
 
 
-def yolov5_detect(b, feats, chans, nc=80, imgsz=640, strides=(8, 16, 32)):
-    """Detect head as YOLOv5's export writes it (non-dynamic, inplace=False branch)."""
+def yolov5_detect(b, feats, chans, nc=80, imgsz=640, strides=(8, 16, 32), split=False):
+    """Detect head as YOLOv5's export writes it (non-dynamic, inplace=False branch): the
+    sigmoid's output cut by three Slices, or (split=True, YOLOv5 v7.0's
+    ``.split((2, 2, nc + 1), 4)``) by one Split."""
     na, no = 3, nc + 5
     scope = "/model.24"
     z = []
@@ -485,9 +487,12 @@ def yolov5_detect(b, feats, chans, nc=80, imgsz=640, strides=(8, 16, 32)):
         grid = b.initializer(f"model.24.grid.{i}", grid.astype(np.float32))
         anchor_grid = b.initializer(f"model.24.anchor_grid.{i}", anchor_grid.astype(np.float32))
 
-        xy = b.slice(y, 0, 2, 4, scope)
-        wh = b.slice(y, 2, 4, 4, scope)
-        conf = b.slice(y, 4, INT64_MAX, 4, scope)
+        if split:
+            xy, wh, conf = b.split(y, [2, 2, no - 4], 4, scope)
+        else:
+            xy = b.slice(y, 0, 2, 4, scope)
+            wh = b.slice(y, 2, 4, 4, scope)
+            conf = b.slice(y, 4, INT64_MAX, 4, scope)
         two = lambda: b.constant(np.float32(2.0), scope)  # noqa: E731 (torch emits one Constant per use)
         xy = b.op("Mul", [xy, two()], scope)
         xy = b.op("Add", [xy, grid], scope)
@@ -501,7 +506,7 @@ def yolov5_detect(b, feats, chans, nc=80, imgsz=640, strides=(8, 16, 32)):
     return b.op("Concat", z, scope, outputs=["output0"], axis=1)
 
 
-def build_yolov5(variant, opset=17):
+def build_yolov5(variant, opset=17, split_head=False):
     gd, gw = {"n": (0.33, 0.25), "s": (0.33, 0.50)}[variant]
     ch = lambda c: make_divisible(c * gw)  # noqa: E731
     n = lambda k: scale_depth(k, gd)  # noqa: E731
@@ -539,7 +544,7 @@ def build_yolov5(variant, opset=17):
     out[21] = ul_conv(b, out[20], M(21), c[20], ch(512), 3, 2); c[21] = ch(512)
     out[22] = b.op("Concat", [out[21], out[10]], "/model.22", axis=1); c[22] = c[21] + c[10]
     out[23] = yolov5_c3(b, out[22], M(23), c[22], ch(1024), n(3), shortcut=False); c[23] = ch(1024)
-    yolov5_detect(b, [out[17], out[20], out[23]], [c[17], c[20], c[23]])
+    yolov5_detect(b, [out[17], out[20], out[23]], [c[17], c[20], c[23]], split=split_head)
 
     return b.model(f"yolov5{variant}",
                    [float_input("images", [1, 3, 640, 640])],
@@ -893,6 +898,54 @@ def build_classifier(opset=14, dyn_batch=False, num_classes=1000):
 
 
 # ==========================================================================
+# The patterns graph/fuse.c turns into RowMap nodes, and near misses
+# ==========================================================================
+
+def build_rowmap_cases():
+    """Detection-head tails beyond YOLOv5's: a transposed source cut by Slices
+    with every kind of constant operation (scalars, broadcast tensors, K - v,
+    K / v, Pow), a rank-3 source cut by a Split, both levels concatenated
+    along the rows; and a tail whose Slice is also a model output (not fused)."""
+    b = Builder(13, seed=11)
+    b.set_probe_input("x", (2, 2, 7, 4, 5))
+    b.set_probe_input("u", (2, 3, 7))
+    rng = np.random.default_rng(11)
+    k = lambda name, shape: b.initializer(name, (rng.random(shape) + 0.5).astype(np.float32))  # noqa: E731
+    f = lambda v: b.constant(np.float32(v))  # noqa: E731
+
+    t = b.op("Transpose", ["x"], "/a", perm=[0, 1, 3, 4, 2])  # (2, 2, 4, 5, 7)
+    p = b.slice(t, 0, 1, -1, "/a")
+    p = b.op("Sub", [k("a.k0", (2, 1, 5, 1)), p], "/a")  # K - v, broadcast over two dims
+    p = b.op("Div", [p, f(4.0)], "/a")
+    q = b.slice(t, 1, 3, 4, "/a")
+    q = b.op("Pow", [q, f(2.0)], "/a")
+    q = b.op("Add", [q, f(1.0)], "/a")
+    q = b.op("Div", [k("a.k1", (4, 5, 2)), q], "/a")  # K / v
+    q = b.op("Mul", [q, f(3.0)], "/a")
+    r = b.slice(t, 3, INT64_MAX, 4, "/a")  # no operation
+    a = b.op("Concat", [p, q, r], "/a", axis=-1)
+    a = b.op("Reshape", [a, b.constant(np.array([2, -1, 7], np.int64), "/a")], "/a")
+
+    s0, s1 = b.split("u", [3, 4], 2, "/b")
+    s0 = b.op("Mul", [s0, k("b.k0", (3, 3))], "/b")
+    s1 = b.op("Sub", [s1, f(0.25)], "/b")
+    c = b.op("Concat", [s0, s1], "/b", axis=2)
+    c = b.op("Reshape", [c, b.constant(np.array([2, 3, 7], np.int64), "/b")], "/b")
+    b.op("Concat", [a, c], "", outputs=["rows"], axis=1)  # (2, 43, 7)
+
+    d0 = b.op("Slice", ["u", b.constant(np.array([0], np.int64)), b.constant(np.array([2], np.int64)),
+                        b.constant(np.array([2], np.int64))], "/c", outputs=["peek"])
+    d0 = b.op("Mul", [d0, f(2.0)], "/c")
+    d1 = b.slice("u", 2, 7, 2, "/c")
+    b.op("Concat", [d0, d1], "/c", outputs=["kept"], axis=2)
+    return b.model("rowmap_cases",
+                   [float_input("x", [2, 2, 7, 4, 5]), float_input("u", [2, 3, 7])],
+                   [float_input("rows", [2, 43, 7]), float_input("peek", [2, 3, 2]),
+                    float_input("kept", [2, 3, 7])],
+                   doc="RowMap fusion cases (graph/fuse.c)")
+
+
+# ==========================================================================
 # Registry / driver
 # ==========================================================================
 
@@ -902,6 +955,8 @@ MODELS = {
     "yolov5s": (lambda: build_yolov5("s"), {}),
     "yolov5n_opset11": (lambda: build_yolov5("n", opset=11), {}),
     "yolov5n_opset13": (lambda: build_yolov5("n", opset=13), {}),
+    "yolov5n_split": (lambda: build_yolov5("n", opset=13, split_head=True), {}),
+    "rowmap_cases": (lambda: build_rowmap_cases(), {}),
     "yolov8n": (lambda: build_yolov8("n"), {}),
     "yolov8n_opset19": (lambda: build_yolov8("n", opset=19), {}),
     "yolo11n": (lambda: build_yolo11("n"), {}),
