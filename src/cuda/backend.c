@@ -597,6 +597,8 @@ static zci_status prepare_ctx(cu_ctx *c)
     ZCI_TRY(settle_convolutions(c));
     log_memory(c, "convolutions settled", &mem);
     if (c->convs_igemm) zci_log(c->verbose, "CUDA: %d convolutions on our implicit-GEMM kernel", c->convs_igemm);
+    if (c->convs_direct)
+        zci_log(c->verbose, "CUDA: %d convolutions on our direct kernel for few input channels", c->convs_direct);
     if (c->convs_epilogue)
         zci_log(c->verbose, "CUDA: %d of %d convolutions with an epilogue fused into one cuDNN graph", c->convs_fused,
                 c->convs_epilogue);

@@ -42,6 +42,8 @@ struct conv_state {
     cu_igemm *igemm;      /* our own kernel (conv_igemm.cu), or NULL */
     int both;             /* fused and igemm both planned: c->conv_variant picks until cu_conv_settle */
     int prefer_own;       /* our kernel was faster timed alone */
+    int direct;           /* on conv_direct.cu's kernel, with `dgeom` */
+    cu_dconv_geom dgeom;
 };
 
 void release(void *p)
@@ -243,6 +245,58 @@ int nhwc_in_channels(const cu_ctx *c, const zci_node *n)
     return (cu_node_of(c, n)->alt_in & 1) && c->alt_c[n->in[0]] ? c->alt_c[n->in[0]] : (int)x->dims[1];
 }
 
+/* The geometry for conv_direct.cu's kernel if node n is a convolution it takes (FP16 NHWC, few
+ * padded input channels: the first layer of a detector; no residual) and ZCI_CUDA_NO_DIRECT is
+ * unset. The choice depends only on the geometry, so an engine file's load makes it again. */
+int direct_geom(const cu_ctx *c, const zci_node *n, int xc, cu_dconv_geom *gm)
+{
+    const zci_conv_params *p = params(n);
+    const char *off = getenv("ZCI_CUDA_NO_DIRECT");
+    if ((off && *off == '1') || !cu_nhwc(c, n) || c->dt[n->in[0]] != ZCI_FLOAT16 || !p || p->w.nsp != 2 ||
+        p->group != 1 || p->sum_input >= 0 || p->w.dilation[0] != 1 || p->w.dilation[1] != 1)
+        return 0;
+    const zci_tensor *x = ZCI_IN(c->g, n, 0), *y = ZCI_OUT(c->g, n, 0);
+    memset(gm, 0, sizeof *gm);
+    gm->N = (int)x->dims[0];
+    gm->H = (int)x->dims[2];
+    gm->W = (int)x->dims[3];
+    gm->C = xc;
+    gm->K = (int)y->dims[1];
+    gm->R = (int)p->w.kernel[0];
+    gm->S = (int)p->w.kernel[1];
+    gm->stride_h = (int)p->w.stride[0];
+    gm->stride_w = (int)p->w.stride[1];
+    gm->pad_h = (int)p->w.pad_begin[0];
+    gm->pad_w = (int)p->w.pad_begin[1];
+    gm->P = (int)y->dims[2];
+    gm->Q = (int)y->dims[3];
+    gm->ldy = c->slice_ld && c->slice_ld[n->out[0]] ? c->slice_ld[n->out[0]] : gm->K;
+    gm->act = p->activation;
+    gm->alpha = p->act_alpha;
+    gm->beta = p->act_beta;
+    return cu_dconv_supported(gm);
+}
+
+/* conv_direct.cu's kernel: KRSC weights and an FP32 bias (zeros when the node has none). */
+zci_status build_direct(cu_ctx *c, const zci_node *n, conv_state *s, const cu_dconv_geom *gm)
+{
+    const zci_conv_params *p = params(n);
+    ZCI_TRY(upload_krsc(c, n->in[1], gm->C, &s->w_krsc));
+    if (p->has_bias) {
+        ZCI_TRY(cu_upload_const(c, n->in[2], ZCI_FLOAT32, (void **)&s->bias));
+    } else {
+        float *zeros = (float *)zci_calloc((size_t)gm->K, sizeof(float), "bias");
+        if (!zeros) return ZCI_OUT_OF_MEMORY;
+        zci_status st = cu_upload(c, zeros, sizeof(float) * (size_t)gm->K, "bias", (void **)&s->bias);
+        free(zeros);
+        ZCI_TRY(st);
+    }
+    s->direct = 1;
+    s->dgeom = *gm;
+    c->convs_direct++;
+    return ZCI_OK;
+}
+
 /* Our own kernel: the KRSC weights, an FP32 bias, and the tile shape timed (or taken from an
  * engine file); *us: its time (0 when not timed). */
 zci_status build_igemm(cu_ctx *c, const zci_node *n, conv_state *s, int xc, float *us)
@@ -296,6 +350,11 @@ zci_status build(cu_ctx *c, const zci_node *n, conv_state *s)
     const cudnnDataType_t dt = data_type(c->dt[n->in[0]]);
     int dims[8], strides[8];
     s->nhwc = cu_nhwc(c, n);
+    cu_dconv_geom gm;
+    if (s->nhwc && direct_geom(c, n, nhwc_in_channels(c, n), &gm)) {
+        c->convs_epilogue += p->has_bias || p->activation != ZCI_ACT_NONE;
+        return build_direct(c, n, s, &gm);
+    }
     const int own_ok = s->nhwc && cu_igemm_eligible(c, n, nhwc_in_channels(c, n));
     const int forced_own = c->igemm_forced && c->igemm_forced[n - c->g->nodes] > 0;
     if (own_ok && (conv_mode_is("igemm") || forced_own)) {
@@ -396,6 +455,9 @@ extern "C" int cu_conv_may_write_slice(const cu_ctx *c, const zci_node *n)
 
 extern "C" int cu_conv_may_fuse(const cu_ctx *c, const zci_node *n)
 {
+    cu_dconv_geom gm;
+    if (!strcmp(n->op_type, "Conv") && n->params && cu_nhwc(c, n) && direct_geom(c, n, nhwc_in_channels(c, n), &gm))
+        return 0;
     if (!strcmp(n->op_type, "Conv") && n->params && cu_nhwc(c, n) && cu_igemm_eligible(c, n, nhwc_in_channels(c, n)))
         return !conv_mode_is("igemm") && !(c->igemm_forced && c->igemm_forced[n - c->g->nodes] > 0);
     return 1;
@@ -460,6 +522,10 @@ extern "C" zci_status cu_conv_launch(cu_ctx *c, const zci_node *n, void *state, 
     if (!count) return ZCI_OK;
     const int own = s->both ? c->conv_variant == CU_CONV_OWN || (c->conv_variant == CU_CONV_EACH && s->prefer_own)
                             : s->igemm != NULL;
+    if (s->direct) {
+        CU_TRY(cu_dconv_run(&s->dgeom, cu_in(c, n, 0), s->w_krsc, s->bias, c->ptr[yt], stream));
+        return ZCI_OK;
+    }
     if (own) return cu_igemm_launch(c, n, s->igemm, s->w_krsc, s->bias, stream);
     if (s->fused) {
         const zci_conv_params *p = params(n);

@@ -47,6 +47,28 @@ int zci_cuda_igemm_configs(void);
  * 100 more launches back to back and stores the mean in microseconds. */
 zci_status zci_cuda_igemm_test_run(const zci_igemm_test *t, int cfg, int splits, uint16_t *y_host, float *us);
 
+/* One convolution on conv_direct.cu's kernel (cu_dconv_run), outside any session: NHWC FP16
+ * input x (N, H, W, C), weights w (K, R, S, C), FP32 bias (K, required), output y (N*P*Q rows of
+ * ldy halves; the caller's contents are kept where the kernel does not write). */
+typedef struct zci_dconv_test {
+    int N, H, W, C, K, R, S, sh, sw, ph, pw, P, Q, ldy;
+    int act; /* ops/conv.h's zci_activation */
+    float alpha, beta;
+    const uint16_t *x, *w;
+    const float *bias;
+    int C_used; /* cu_dconv_geom's: channels that may be nonzero in w, 0: all */
+} zci_dconv_test;
+/* cu_dconv_supported for t's geometry (on the current device). */
+int zci_cuda_dconv_supported(const zci_dconv_test *t);
+/* Runs t once with `warps` warps per block (2, 4 or 8; 0: cu_dconv_run's own choice), the
+ * regular or (small = 1, K <= 32 only) half-size warp tile, and at most max_blocks blocks (0: as
+ * many as fit on the GPU at once, as cu_dconv_run does; fewer make each block go through more
+ * tiles), and copies y back into y_host (which also supplies y's initial contents);
+ * ZCI_UNSUPPORTED for a geometry or block shape the kernel refuses. us != NULL: then also times
+ * 100 more launches back to back and stores the mean in microseconds. */
+zci_status zci_cuda_dconv_test_run(const zci_dconv_test *t, int warps, int small, int max_blocks, uint16_t *y_host,
+                                   float *us);
+
 #ifdef __cplusplus
 }
 #endif

@@ -99,6 +99,7 @@ struct cu_ctx {
     int convs_fused;         /* convolutions planned as one cuDNN graph with their epilogue */
     int convs_epilogue;      /* convolutions with an epilogue (fused or not) */
     int convs_igemm;         /* convolutions on our own kernel (conv_igemm.cu) */
+    int convs_direct;        /* convolutions on conv_direct.cu's kernel */
     int *igemm_counters;     /* split-K tile counters (CU_IGEMM_MAX_TILES, zero between launches) */
     int igemm_smem_set;      /* conv_igemm.cu's kernels were allowed their shared memory on this device */
     struct cu_igemm_tuning *igemm_tuning; /* planning only: timed choices, shared by equal geometries */
@@ -322,6 +323,32 @@ zci_status cu_backend_own_buffer(zci_session *s, int is_output, int index, void 
 zci_status cu_backend_synchronize(zci_session *s, void *stream);
 zci_status cu_backend_copy_own_buffer(zci_session *s, int is_output, int index, void *host, size_t bytes, void *stream);
 zci_status cu_backend_describe_device(const zci_options *opts, zci_device_desc *desc);
+
+/* ---- direct convolution for few input channels (conv_direct.cu) ----
+ * YOLO's first convolution (6x6/2, 3 channels padded to 8, 32 outputs) and its kind: a block
+ * stages its tile's input patch and all the weights in shared memory once and runs the tensor
+ * cores over them, instead of gathering 16 bytes per (output pixel, tap) as conv_igemm.cu does. */
+typedef struct cu_dconv_geom {
+    int N, H, W, C;        /* input, NHWC FP16, C = padded channels: 8 or 16 */
+    int K;                 /* output channels: a multiple of 8, <= 64 */
+    int R, S;              /* kernel, <= 7 each */
+    int stride_h, stride_w, pad_h, pad_w; /* stride 1 or 2 */
+    int P, Q;              /* output height, width */
+    int ldy;               /* channel stride of y in elements (>= K, multiple of 8): y may be a slice of a wider buffer */
+    int act;               /* zci_activation (src/ops/conv.h): NONE, RELU, SILU, LEAKY_RELU, CLIP, HARDSWISH, SIGMOID */
+    float alpha, beta;     /* activation parameters as zci_activation_apply takes them */
+    int C_used;            /* channels that may be nonzero in w (the rest of C is padding with zero
+                              weights), 0: all C. With 4 or fewer and stride_w 2 the kernel reads
+                              only channels 0-3 of x and does half the work (YOLO's 3 channels). */
+} cu_dconv_geom;
+/* 1 if the kernel handles g: the limits above, 32-bit offsets inside one image, and its shared
+ * memory within the current device's per-block limit (so it asks the runtime). */
+int cu_dconv_supported(const cu_dconv_geom *g);
+/* y[n,p,q,k] = act(bias[k] + sum_{r,s,c} x[n, p*sh - ph + r, q*sw - pw + s, c] * w[k,r,s,c]), zero padding.
+ * x: N*H*W*C halves; w: K*R*S*C halves (KRSC); bias: K floats (never NULL); y: rows of ldy halves.
+ * x, w and y 16-byte aligned. Queues one kernel on s; cudaErrorInvalidValue for a geometry
+ * cu_dconv_supported refuses or a misaligned pointer. Callable during stream capture. */
+cudaError_t cu_dconv_run(const cu_dconv_geom *g, const void *x, const void *w, const float *bias, void *y, cudaStream_t s);
 
 #ifdef __cplusplus
 }
