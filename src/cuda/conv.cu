@@ -271,6 +271,8 @@ int direct_geom(const cu_ctx *c, const zci_node *n, int xc, cu_dconv_geom *gm)
     gm->P = (int)y->dims[2];
     gm->Q = (int)y->dims[3];
     gm->ldy = c->slice_ld && c->slice_ld[n->out[0]] ? c->slice_ld[n->out[0]] : gm->K;
+    /* the weights' own channels: beyond them the padded input holds zeros (layout.c) */
+    gm->C_used = (int)ZCI_IN(c->g, n, 1)->dims[1] < xc ? (int)ZCI_IN(c->g, n, 1)->dims[1] : 0;
     gm->act = p->activation;
     gm->alpha = p->act_alpha;
     gm->beta = p->act_beta;

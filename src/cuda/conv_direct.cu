@@ -48,10 +48,11 @@
  *   - instructions: ~2000 per warp and tile of 64 x 32 outputs (k loop ~500, SiLU epilogue ~600,
  *     patch copies ~300, the rest set-up), with 2-4 warps per scheduler mostly waiting on
  *     dependent latencies (6-7 cycles per instruction, ncu). This, not shared-memory bandwidth as
- *     first predicted (6-7 us at b1, ~150 us at b32), is what bounds the kernel.
+ *     first predicted (6-7 us at b1, ~150 us at b32), is what bounds the kernel; at b1 each
+ *     warp has one tile, so its chain (~2000 instructions x ~7 cycles) is the time.
  *   Measured (test_gpu_conv --bench, H100, 100 back-to-back launches; b1 includes the ~1-2 us
- *   between launches): pair mode b1 10.8 us, b32 174 us (2.4 TB/s); 8 channels b1 17-18 us, b32
- *   249 us. */
+ *   between launches): pair mode b1 10.2 us, b32 172 us (2.4 TB/s); 8 channels b1 16.3 us, b32
+ *   243 us. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,9 +401,12 @@ bool geometry_ok(const cu_dconv_geom *g)
     if (g->pad_h < 0 || g->pad_w < 0 || g->pad_h > 0xffff || g->pad_w > 0xffff) return false;
     if (g->ldy < g->K || g->ldy % 8) return false;
     if (g->act < ZCI_ACT_NONE || g->act >= ZCI_ACT_COUNT_) return false;
-    /* offsets inside one image are 32-bit; images are addressed in 64 bits */
+    /* offsets inside one image are 32-bit (the patch walk's too, which starts pad_h rows above
+     * the image and may end past it, tiles being up to 32 rows); images are addressed in 64 bits */
     const int64_t lim = (int64_t)1 << 31;
-    if ((int64_t)g->H * g->W * g->C >= lim || (int64_t)g->P * g->Q * g->ldy >= lim) return false;
+    const int64_t reach = (int64_t)(g->P + 32) * g->stride_h + g->R;
+    const int64_t rows = (reach > g->H ? reach : g->H) + g->pad_h;
+    if (rows * g->W * g->C >= lim || (int64_t)g->P * g->Q * g->ldy >= lim) return false;
     if ((int64_t)g->N * ((g->P + 1) / 2) * ((g->Q + kTileQ - 1) / kTileQ) >= lim) return false;
     return true;
 }
@@ -472,10 +476,13 @@ bool plan_variant(const cu_dconv_geom *g, int warps, int small, dconv_plan *pl)
 }
 
 /* Sizes pl's grid: one persistent wave, tiles dealt evenly; max_blocks > 0 caps it (the test's
- * way to give each block many tiles). Lets the kernel have its shared memory. */
+ * way to give each block many tiles). Lets the kernel have up to the device's whole per-block
+ * shared memory: always the same value, so plans of other geometries on the same kernel (other
+ * threads included) never lower it under this one's need. */
 cudaError_t size_grid(dconv_plan &pl, int max_blocks)
 {
-    cudaError_t e = cudaFuncSetAttribute(pl.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl.smem);
+    cudaError_t e = cudaFuncSetAttribute(pl.fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin));
     if (e != cudaSuccess) return e;
     int per_sm = 0;
     e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, pl.fn, pl.threads, pl.smem);
@@ -495,10 +502,11 @@ cudaError_t size_grid(dconv_plan &pl, int max_blocks)
 /* A plan with its grid sized for g: the given block shape (warps 2, 4 or 8 and small 0 or 1),
  * or with warps 0 the one this picks. With at least 2 tiles per block on the regular 4-warp
  * shape the GPU is busy whatever the shape, and that one was the fastest (YOLOv5s at batch 32 on
- * an H100: 174 us; 8 warps 179, 2 warps 204, small tiles 186-200). With fewer tiles each warp's
- * chain of dependent steps is the time: the shape whose busiest block has the least to do, tiles
- * per block times m-tiles per warp, ties to the regular tile and more warps (batch 1: 8 warps
- * 11.0 us, 4 warps 11.3, 2 warps 12.9). false: unsupported. */
+ * an H100, pair mode: 171 us; 8 warps 178, 2 warps 212, small tiles 192-219). With fewer tiles
+ * each warp's chain of dependent steps is the time: the shape whose busiest block has the least
+ * to do, tiles per block times m-tiles per warp, ties to the regular tile and more warps
+ * (batch 1: 8 warps 10.2 us, 4 warps 10.6, 2 warps 12.5, small tiles 11.1-14.2). false:
+ * unsupported. */
 bool make_plan(const cu_dconv_geom *g, int warps, int small, dconv_plan *pl)
 {
     if (!geometry_ok(g)) return false;
@@ -521,8 +529,7 @@ bool make_plan(const cu_dconv_geom *g, int warps, int small, dconv_plan *pl)
                 found = true;
             }
         }
-    /* again: a later candidate with the same kernel may have lowered its shared-memory allowance */
-    return found && size_grid(*pl, 0) == cudaSuccess;
+    return found;
 }
 
 bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15) == 0; }

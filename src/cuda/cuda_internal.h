@@ -347,7 +347,8 @@ int cu_dconv_supported(const cu_dconv_geom *g);
 /* y[n,p,q,k] = act(bias[k] + sum_{r,s,c} x[n, p*sh - ph + r, q*sw - pw + s, c] * w[k,r,s,c]), zero padding.
  * x: N*H*W*C halves; w: K*R*S*C halves (KRSC); bias: K floats (never NULL); y: rows of ldy halves.
  * x, w and y 16-byte aligned. Queues one kernel on s; cudaErrorInvalidValue for a geometry
- * cu_dconv_supported refuses or a misaligned pointer. Callable during stream capture. */
+ * cu_dconv_supported refuses or a misaligned pointer. Each call plans on the host (device
+ * attributes, cudaFuncSetAttribute, up to 7 occupancy queries to pick the block shape). */
 cudaError_t cu_dconv_run(const cu_dconv_geom *g, const void *x, const void *w, const float *bias, void *y, cudaStream_t s);
 
 #ifdef __cplusplus
