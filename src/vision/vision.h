@@ -266,16 +266,16 @@ ZV_HD int zv_index_bits(int n)
     return b;
 }
 
-/* 1 when box b (a later candidate) is suppressed by box a (a kept one): IoU > thr.
- * A zero-area union gives NaN, which suppresses nothing. */
+/* 1 when box b (a later candidate) is suppressed by box a (a kept one): IoU > thr, thr >= 0.
+ * A zero-area union gives NaN, which suppresses nothing. Boxes that do not overlap (most pairs)
+ * leave early: their IoU would be 0 or NaN, never above thr. */
 ZV_HD int zv_suppresses(float ax1, float ay1, float ax2, float ay2, float bx1, float by1, float bx2, float by2,
                         float thr)
 {
     float l = ax1 > bx1 ? ax1 : bx1, r = ax2 < bx2 ? ax2 : bx2;
     float t = ay1 > by1 ? ay1 : by1, b = ay2 < by2 ? ay2 : by2;
     float iw = ZV_SUB(r, l), ih = ZV_SUB(b, t);
-    iw = iw > 0.0f ? iw : 0.0f;
-    ih = ih > 0.0f ? ih : 0.0f;
+    if (!(iw > 0.0f) || !(ih > 0.0f)) return 0;
     float inter = ZV_MUL(iw, ih);
     float area_a = ZV_MUL(ZV_SUB(ax2, ax1), ZV_SUB(ay2, ay1));
     float area_b = ZV_MUL(ZV_SUB(bx2, bx1), ZV_SUB(by2, by1));

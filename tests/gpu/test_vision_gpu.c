@@ -6,8 +6,11 @@
  *   - decoding + NMS: random YOLOv5 and YOLOv8 outputs (FP32 and FP16, class-aware and
  *     agnostic, with and without a letterbox transform, ties; up to 25,200 candidates above
  *     the threshold, so both the small and the large paths of every kernel) give exactly the
- *     CPU's detections and counts; the worst case (25,200 candidates all above the threshold);
- *     postprocessors of different sizes on one device;
+ *     CPU's detections and counts; so do exact candidate counts at the kernels' edges (0, 1,
+ *     63, 64, 65, ... 4,097, 25,200; in one class and over 80), the output of untrained
+ *     weights (about 10,800 candidates over 80 classes; all in one class; class-agnostic) and
+ *     the worst case (25,200 candidates all above the threshold); postprocessors of different
+ *     sizes on one device;
  *   - device pointers checked (host memory refused), results readable in device memory;
  *   - timings of the two stages at YOLOv5s sizes (informative; `zcinfer bench` reports them).
  * Without a GPU it prints "skipped: no GPU" and exits 0. */
@@ -265,6 +268,118 @@ static void test_worst_case(zci_postprocessor *cpu, zci_postprocessor *gpu, int 
     free(v);
 }
 
+/* A YOLOv5s-sized output (25,200 rows: cells of 80x80, 40x40 and 20x20, three anchors each) as
+ * untrained weights give it: each box at its cell with about its anchor's size, objectness and
+ * class scores near 0.5, quantised to 1/64 (ties). With the default threshold about 42% of the
+ * rows are candidates, spread evenly over the classes, and boxes of neighbouring cells and
+ * anchors overlap. one_class: class 0 always wins. v8: the transposed layout, the class scores
+ * multiplied by the objectness. nc <= 80. */
+static float *yolo_like_output(int nc, int one_class, int v8, zci_tensor_info *info)
+{
+    static const float anchors[3][3][2] = {{{10, 13}, {16, 30}, {33, 23}},
+                                           {{30, 61}, {62, 45}, {59, 119}},
+                                           {{116, 90}, {156, 198}, {373, 326}}};
+    enum { N = 25200 };
+    int a = v8 ? 4 + nc : 5 + nc, i = 0;
+    float *v = calloc((size_t)N * a, sizeof(float));
+    for (int s = 0; s < 3; s++) {
+        int stride = 8 << s, g = 640 / stride;
+        for (int k = 0; k < 3; k++)
+            for (int gy = 0; gy < g; gy++)
+                for (int gx = 0; gx < g; gx++, i++) {
+                    float row[85], sw = rnd_float(0.3f, 0.7f), sh = rnd_float(0.3f, 0.7f);
+                    row[0] = ((float)gx + 2 * rnd_float(0.3f, 0.7f) - 0.5f) * (float)stride;
+                    row[1] = ((float)gy + 2 * rnd_float(0.3f, 0.7f) - 0.5f) * (float)stride;
+                    row[2] = 4 * sw * sw * anchors[s][k][0];
+                    row[3] = 4 * sh * sh * anchors[s][k][1];
+                    float obj = (float)rnd_int(13, 31) / 64;
+                    int at = 4;
+                    if (!v8) row[at++] = obj;
+                    for (int c = 0; c < nc; c++) {
+                        float cs = one_class && c == 0 ? 0.75f : (float)rnd_int(19, 45) / 64;
+                        row[at + c] = v8 ? obj * cs : cs;
+                    }
+                    for (int j = 0; j < a; j++) v[v8 ? (size_t)j * N + i : (size_t)i * a + j] = row[j];
+                }
+    }
+    *info = (zci_tensor_info){"output0", ZCI_FLOAT32, 3, {1, v8 ? a : N, v8 ? N : a}, (size_t)N * a * 4};
+    return v;
+}
+
+/* Thousands of candidates as untrained weights give: about 10,800 over 80 classes (the per-class
+ * path at scale), all 25,200 or about 13,000 in one class, and class-agnostic; both layouts,
+ * FP16 too. */
+static void test_many_candidates(zci_postprocessor *cpu, zci_postprocessor *gpu, int *total, const zci_letterbox *lb)
+{
+    static const struct {
+        int one_class, v8, agnostic, half, top_k;
+        float thr, iou;
+    } cases[] = {
+        {0, 0, 0, 0, 0, 0.25f, 0.45f},    {0, 1, 0, 0, 300, 0.25f, 0.45f}, {0, 0, 0, 1, 0, 0.25f, 0.3f},
+        {0, 0, 1, 0, 0, 0.25f, 0.45f},    {0, 1, 1, 0, 100, 0.1f, 0.6f},  {1, 0, 0, 0, 0, 0.1f, 0.45f},
+        {1, 1, 0, 0, 0, 0.25f, 0.45f},    {0, 0, 0, 0, 0, 0.25f, 0.0f},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        zci_tensor_info info;
+        float *v = yolo_like_output(80, cases[k].one_class, cases[k].v8, &info);
+        zci_postprocess_params q;
+        zci_postprocess_params_init(&q);
+        q.layout = cases[k].v8 ? ZCI_YOLO_V8 : ZCI_YOLO_V5;
+        q.score_threshold = cases[k].thr;
+        q.iou_threshold = cases[k].iou;
+        q.class_agnostic = cases[k].agnostic;
+        q.top_k = cases[k].top_k;
+        char what[96];
+        snprintf(what, sizeof what, "many candidates, case %d", (int)k);
+        if (cases[k].half) { /* image 1 of a batch of 2 */
+            size_t count = info.bytes / 4;
+            uint16_t *h = malloc(count * 2 * 2);
+            for (size_t i = 0; i < count; i++) {
+                h[i] = zci_f32_to_f16(rnd_float(0, 1));
+                h[count + i] = zci_f32_to_f16(v[i]);
+            }
+            zci_tensor_info hi = info;
+            hi.dtype = ZCI_FLOAT16;
+            hi.shape[0] = 2;
+            hi.bytes = count * 2 * 2;
+            compare_nms(cpu, gpu, h, &hi, &q, lb, 1, what, total);
+            free(h);
+        } else {
+            compare_nms(cpu, gpu, v, &info, &q, k & 1 ? lb : NULL, 0, what, total);
+        }
+        free(v);
+    }
+}
+
+/* Exactly k candidates (the first k rows), at the edges of the kernels' sizes: tiles of 64,
+ * one block's sort, the per-class path's limit; in one class and over 80. quick: up to 4,097. */
+static void test_candidate_counts(zci_postprocessor *cpu, zci_postprocessor *gpu, int *total, int quick)
+{
+    static const int counts[] = {0,   1,   2,    63,   64,   65,   127,  128,  129,  255,  256,  257,  511,  512,
+                                 513, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 4096, 4097, 8192, 8193, 25200};
+    for (size_t j = 0; j < sizeof counts / sizeof counts[0]; j++)
+        for (int spread = 0; spread < 2; spread++) {
+            int k = counts[j], n = k < 25200 ? k + rnd_int(1, 40) : 25200, nc = spread ? 80 : 1;
+            if (quick && k > 4097) continue;
+            zci_tensor_info info;
+            float *v = random_output(n, nc, 0, &info);
+            for (int i = 0; i < n; i++) {
+                float *r = v + (size_t)i * (5 + nc);
+                r[4] = i < k ? 1.0f : 0.0f;
+                r[5 + i % nc] = 0.5f; /* a score above the threshold */
+            }
+            zci_postprocess_params q;
+            zci_postprocess_params_init(&q);
+            q.layout = ZCI_YOLO_V5; /* fewer rows than attributes would read as YOLOv8 */
+            q.score_threshold = 0.1f;
+            q.class_agnostic = k % 3 == 2;
+            char what[96];
+            snprintf(what, sizeof what, "%d candidates in %d classes%s", k, nc, q.class_agnostic ? ", agnostic" : "");
+            compare_nms(cpu, gpu, v, &info, &q, NULL, 0, what, total);
+            free(v);
+        }
+}
+
 /* quick: a few rounds of up to 6,000 candidates (the first with nearly all above the threshold,
  * for the sort's large path) and no 25,200-candidate cases, for compute-sanitizer. */
 static void test_nms(int quick)
@@ -326,7 +441,13 @@ static void test_nms(int quick)
     }
     zci_postprocessor_destroy(small);
 
-    if (!quick) test_worst_case(cpu, gpu, &total);
+    test_candidate_counts(cpu, gpu, &total, quick);
+    if (!quick) {
+        test_many_candidates(cpu, gpu, &total, &lb);
+        test_worst_case(cpu, gpu, &total);
+    }
+    printf("NMS: candidate counts at the kernels' edges%s, %d detections in all, GPU identical to CPU\n",
+           quick ? "" : ", thousands of candidates, the worst case", total);
     zci_postprocessor_destroy(cpu);
     zci_postprocessor_destroy(gpu);
 }
@@ -388,8 +509,30 @@ static void timings(void)
         zci_postprocessor_download(pp, d, 300, &c, s);
     }
     printf("timing: the same plus the download to the host, synchronous: %.1f us\n", (zci_now() - t0) / 200 * 1e6);
+    cudaFree(dev);
+    free(v);
+    /* the output of untrained weights, in FP16 as `zcinfer bench --fp16` runs it: about 10,800
+     * candidates over 80 classes */
+    v = yolo_like_output(80, 0, 0, &info);
+    size_t count = info.bytes / 4;
+    uint16_t *h = malloc(count * 2);
+    for (size_t i = 0; i < count; i++) h[i] = zci_f32_to_f16(v[i]);
+    info.dtype = ZCI_FLOAT16;
+    info.bytes = count * 2;
+    CHECK_CUDA(cudaMalloc(&dev, info.bytes));
+    CHECK_CUDA(cudaMemcpy(dev, h, info.bytes, cudaMemcpyHostToDevice));
+    for (int i = 0; i < 10; i++) zci_postprocess_cuda(pp, dev, &info, 0, &q, NULL, s);
+    cudaEventRecord(e0, s);
+    for (int i = 0; i < 200; i++) zci_postprocess_cuda(pp, dev, &info, 0, &q, NULL, s);
+    cudaEventRecord(e1, s);
+    cudaEventSynchronize(e1);
+    CHECK_OK(zci_postprocessor_download(pp, d, 300, &c, s));
+    printf("timing: decode + NMS of untrained weights' 25,200 x 85 FP16 (%d candidates, %d kept): %.1f us (target "
+           "<= 60)\n",
+           c.candidates, c.after_nms, time_us(e0, e1, 200));
     zci_postprocessor_destroy(pp);
     cudaFree(dev);
+    free(h);
     free(v);
     cudaFree(dst);
     free_twin(&t);
