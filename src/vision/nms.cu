@@ -212,14 +212,14 @@ __global__ void __launch_bounds__(DECODE_BLOCK)
                 got_box = 1;
             }
             if (pass) { /* offsets in the stage; c0: where class 0 is (negative: an earlier stage) */
-                long long end = (long long)mine_end - (long long)s0;
-                int c0 = (int)((long long)mine - (long long)s0), ka = c0 > 0 ? c0 : 0;
-                int kb = end < V5_SPAN ? (int)end : V5_SPAN;
+                long long c0 = (long long)mine - (long long)s0, end = (long long)mine_end - (long long)s0;
+                int ka = c0 <= 0 ? 0 : c0 >= V5_SPAN ? V5_SPAN : (int)c0;
+                int kb = end <= 0 ? 0 : end >= V5_SPAN ? V5_SPAN : (int)end;
                 for (int k = ka; k < kb; k++) { /* the first class, then each higher score (NaN never) */
                     float x = st[k];
                     if (k == c0 || x > best) {
                         best = x;
-                        bc = k - c0;
+                        bc = (int)(k - c0);
                     }
                 }
             }
