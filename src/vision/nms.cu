@@ -19,8 +19,8 @@
  *   2. chunk sort: a block per chunk of 1,024 keys sorts them (bitonic) class-major and, when
  *      that differs, by rank: the steps between keys of one warp are shuffles, only the 10 of
  *      55 across warps go through shared memory;
- *   3. rank: each candidate counts the keys below its own in every chunk (binary searches; keys
- *      are distinct): that is its class-major position
+ *   3. rank: each candidate counts the keys below its own in every chunk (binary searches in
+ *      the chunks staged in shared memory; keys are distinct): that is its class-major position
  *      and, in the rank-ordered chunks, its rank. Box, class and rank go to the class-major
  *      position, the candidate index to the rank, and the first candidate of each class appends
  *      its segment to the list of small (<= 512 candidates) or of large segments; a small one
@@ -52,9 +52,10 @@
 #define DECODE_BLOCK 256 /* YOLOv5: one thread per row */
 #define V5_SPAN 1024     /* YOLOv5: elements of its rows a warp stages at a time, 32 per lane */
 #define V8_SLICES 8      /* YOLOv8: warps per block, each a slice of the classes of 32 candidates */
-#define CHUNK 1024       /* keys one block sorts */
+#define CHUNK_LOG 10
+#define CHUNK (1 << CHUNK_LOG) /* keys one block sorts */
 #define SORT_BLOCK 512   /* two keys of each order per thread */
-#define RANK_BLOCK 256
+#define RANK_BLOCK 256  /* small blocks: the searches of a chunk's keys spread over many SMs */
 #define SEG_MAX 512 /* the longest small segment: its bits fit in shared memory, 8 words a row */
 #define SEG_WORDS (SEG_MAX / TILE)
 #define SEG_STRIDE (SEG_WORDS + 1) /* words per row of a segment's matrix: the later words, then the
@@ -76,6 +77,7 @@ struct zv_cuda_pp {
     size_t finish_smem; /* the finish kernel's dynamic shared memory: `group` or a small segment */
     int pair_blocks;    /* blocks of the pairs kernel, of the finish kernel: enough to fill the device */
     int finish_blocks;
+    int rank_cap;       /* sorted keys the rank kernel stages in shared memory */
     int counter_stale;  /* counters and flags must be cleared before the next run (creation, failed launch) */
     uint64_t *keys;     /* appended candidates */
     uint64_t *ck1;      /* the chunks sorted by rank, whole chunks padded with ~0 */
@@ -350,57 +352,90 @@ __global__ void __launch_bounds__(SORT_BLOCK)
     }
 }
 
-/* The keys below `key` in all the sorted chunks: a binary search in each, two in step so that
- * their loads overlap (the chunks stay in L1 while a block searches them). */
+/* The keys of one sorted chunk (CHUNK keys, padded with ~0) below `key`. */
+__device__ __forceinline__ int below_in_chunk(const uint64_t *c, uint64_t key)
+{
+    int p = 0;
+#pragma unroll
+    for (int lg = CHUNK_LOG - 1; lg >= 0; lg--)
+        if (c[p + (1 << lg) - 1] < key) p += 1 << lg;
+    return p + (c[p] < key); /* p <= CHUNK - 1: its own key is still to be compared */
+}
+
+/* The keys below `key` in all the sorted chunks: a binary search in each, four chunks in step so
+ * that their loads overlap. */
 __device__ __forceinline__ int count_below(const uint64_t *ck, int chunks, uint64_t key)
 {
     int total = 0, d = 0;
-    for (; d + 1 < chunks; d += 2) {
-        const uint64_t *a = ck + (size_t)d * CHUNK, *b = a + CHUNK;
-        int pa = 0, pb = 0;
+    for (; d + 4 <= chunks; d += 4) {
+        const uint64_t *c0 = ck + d * CHUNK, *c1 = c0 + CHUNK, *c2 = c1 + CHUNK, *c3 = c2 + CHUNK;
+        int p0 = 0, p1 = 0, p2 = 0, p3 = 0;
 #pragma unroll
-        for (int step = CHUNK / 2; step > 0; step >>= 1) {
-            if (__ldg(&a[pa + step - 1]) < key) pa += step;
-            if (__ldg(&b[pb + step - 1]) < key) pb += step;
+        for (int lg = CHUNK_LOG - 1; lg >= 0; lg--) {
+            int step = 1 << lg;
+            if (c0[p0 + step - 1] < key) p0 += step;
+            if (c1[p1 + step - 1] < key) p1 += step;
+            if (c2[p2 + step - 1] < key) p2 += step;
+            if (c3[p3 + step - 1] < key) p3 += step;
         }
-        total += pa + (__ldg(&a[pa]) < key) + pb + (__ldg(&b[pb]) < key); /* pa, pb <= CHUNK - 1 */
+        total += p0 + (c0[p0] < key) + p1 + (c1[p1] < key) + p2 + (c2[p2] < key) + p3 + (c3[p3] < key);
     }
-    if (d < chunks) {
-        const uint64_t *a = ck + (size_t)d * CHUNK;
-        int pa = 0;
-#pragma unroll
-        for (int step = CHUNK / 2; step > 0; step >>= 1)
-            if (__ldg(&a[pa + step - 1]) < key) pa += step;
-        total += pa + (__ldg(&a[pa]) < key);
-    }
+    for (; d < chunks; d++) total += below_in_chunk(ck + d * CHUNK, key);
     return total;
 }
 
-/* One thread per class-major key (chunk position e): its class-major position and its rank;
- * it moves box, class and rank to the first and its candidate index to the second. The first
- * candidate of a class (of the whole set without class bits) appends the segment: small ones
- * from segs[0], with an entry (start, length, row tile, column tile) for each of their tile
- * pairs, large ones from segs[max_small]. */
-__global__ void __launch_bounds__(RANK_BLOCK)
-    rank_kernel(const uint64_t *ck1, const uint64_t *ck2, int *counters, int cshift, int bits, const float4 *boxes,
-                const int *cls, float4 *sboxes, int *scls, int *srank, int *gidx, int2 *segs, int max_small,
-                int4 *pairs)
+/* All threads: the sorted chunks (`keys` keys), into shared memory when they fit (`cap` keys), else
+ * searched where they are. A search in global memory waits on L2 at every step. */
+__device__ __forceinline__ const uint64_t *stage_chunks(const uint64_t *ck, int keys, int cap, uint64_t *smem)
 {
+    if (keys > cap) return ck;
+    __syncthreads(); /* the previous order is searched */
+    for (int k0 = 0; k0 < keys; k0 += 8 * RANK_BLOCK) {
+        uint64_t v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) { /* eight loads in flight */
+            int k = k0 + u * RANK_BLOCK + (int)threadIdx.x;
+            v[u] = k < keys ? ck[k] : 0;
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            int k = k0 + u * RANK_BLOCK + (int)threadIdx.x;
+            if (k < keys) smem[k] = v[u];
+        }
+    }
+    __syncthreads();
+    return smem;
+}
+
+/* One thread per class-major key (chunk position e): its class-major position and its rank,
+ * searched in the chunks staged in shared memory; it moves box, class and rank to the first and
+ * its candidate index to the second. The first candidate of a class (of the whole set without
+ * class bits) appends the segment: small ones from segs[0], with an entry (start, length, row
+ * tile, column tile) for each of their tile pairs, large ones from segs[max_small]. */
+__global__ void __launch_bounds__(RANK_BLOCK)
+    rank_kernel(const uint64_t *ck1, const uint64_t *ck2, int *counters, int cshift, int bits, int cap,
+                const float4 *boxes, const int *cls, float4 *sboxes, int *scls, int *srank, int *gidx, int2 *segs,
+                int max_small, int4 *pairs)
+{
+    extern __shared__ uint64_t staged[];
     int n = counters[C_CANDIDATES], e = blockIdx.x * RANK_BLOCK + threadIdx.x;
-    if (e >= n) return; /* no barrier in this kernel */
-    int chunks = (n + CHUNK - 1) / CHUNK, seg_len = 0;
-    uint64_t k2 = ck2[e], k1 = k2;
-    int pos = count_below(ck2, chunks, k2), rank = pos;
+    if (blockIdx.x * RANK_BLOCK >= n) return; /* the whole block leaves */
+    int chunks = (n + CHUNK - 1) / CHUNK, live = e < n, pos = 0, rank = 0, seg_len = 0;
+    const uint64_t *src = stage_chunks(ck2, chunks * CHUNK, cap, staged);
+    uint64_t k2 = live ? src[e] : 0, k1 = k2;
+    if (live) pos = rank = count_below(src, chunks, k2);
     if (cshift) {
         uint64_t c = k2 >> cshift;
         k1 = k2 & ((1ull << cshift) - 1);
-        rank = count_below(ck1, chunks, k1);
         /* the host keeps c + 1 below 2^(64 - cshift), so (c + 1) << cshift does not wrap */
-        if ((e % CHUNK == 0 || (ck2[e - 1] >> cshift) != c) && count_below(ck2, chunks, c << cshift) == pos)
-            seg_len = count_below(ck2, chunks, (c + 1) << cshift) - pos;
-    } else if (pos == 0) {
+        if (live && (e % CHUNK == 0 || (src[e - 1] >> cshift) != c) && count_below(src, chunks, c << cshift) == pos)
+            seg_len = count_below(src, chunks, (c + 1) << cshift) - pos;
+        src = stage_chunks(ck1, chunks * CHUNK, cap, staged);
+        if (live) rank = count_below(src, chunks, k1);
+    } else if (live && pos == 0) {
         seg_len = n;
     }
+    if (!live) return; /* no barrier follows */
     int i = (int)(k1 & ((1ull << bits) - 1));
     sboxes[pos] = boxes[i];
     scls[pos] = cls[i];
@@ -846,9 +881,9 @@ template <typename T> static cudaError_t alloc_n(T **p, size_t n) { return cudaM
 
 /* Kernel limits that depend on the device. The finish kernel's shared memory: the largest group
  * of tiles (at most MAX_GROUP) that the device gives one block, of which a run of this
- * postprocessor uses what its size allows, or at least a small segment's bits. The limit is set to
- * the device's largest, the same for every postprocessor on the device. Then the blocks that fill
- * the device. */
+ * postprocessor uses what its size allows, or at least a small segment's bits; the rank kernel's:
+ * as many sorted keys as the device gives one block. Both limits are set to the device's largest,
+ * the same for every postprocessor on the device. Then the blocks that fill the device. */
 static zci_status choose_limits(zv_cuda_pp *c, const char *where)
 {
     int optin = 0, sms = 0, per_sm = 0;
@@ -866,6 +901,13 @@ static zci_status choose_limits(zv_cuda_pp *c, const char *where)
             "sizing the NMS kernel's shared memory");
     c->group = c->max_tiles < g ? c->max_tiles : g;
     c->finish_smem = group_smem_bytes(c->group) > small_bits ? group_smem_bytes(c->group) : small_bits;
+    ZV_CUDA(cudaFuncGetAttributes(&fa, rank_kernel), "querying the rank kernel");
+    int device_cap = (int)(((size_t)optin - fa.sharedSizeBytes) / sizeof(uint64_t)) / CHUNK * CHUNK;
+    ZV_CUDA(cudaFuncSetAttribute(rank_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)(device_cap * sizeof(uint64_t))),
+            "sizing the rank kernel's shared memory");
+    int sorted = (c->max_candidates + CHUNK - 1) / CHUNK * CHUNK;
+    c->rank_cap = sorted < device_cap ? sorted : device_cap;
     ZV_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, pairs_kernel, SEG_BLOCK, 0),
             "querying the pairs kernel");
     c->pair_blocks = (per_sm > 0 ? per_sm : 1) * sms;
@@ -976,12 +1018,12 @@ static zci_status launch(zv_cuda_pp *c, const void *img, const zv_yolo *y, const
                                                                        c->scores, c->cls, c->counters + C_CANDIDATES);
     ZV_CUDA(cudaGetLastError(), "launching the decoder");
     uint64_t k1_mask = cshift ? (1ull << cshift) - 1 : ~0ull;
-    chunk_sort_kernel<<<(y->n + CHUNK - 1) / CHUNK, SORT_BLOCK, 0, s>>>(c->keys, c->counters, class_key, k1_mask,
-                                                                        c->ck1, c->ck2);
+    int chunks = (y->n + CHUNK - 1) / CHUNK, cap = chunks * CHUNK < c->rank_cap ? chunks * CHUNK : c->rank_cap;
+    chunk_sort_kernel<<<chunks, SORT_BLOCK, 0, s>>>(c->keys, c->counters, class_key, k1_mask, c->ck1, c->ck2);
     ZV_CUDA(cudaGetLastError(), "launching the sort");
-    rank_kernel<<<(y->n + RANK_BLOCK - 1) / RANK_BLOCK, RANK_BLOCK, 0, s>>>(
-        c->ck1, c->ck2, c->counters, cshift, bits, c->boxes, c->cls, c->sboxes, c->scls, c->srank, c->gidx, c->segs,
-        c->max_candidates, c->pairs);
+    rank_kernel<<<(y->n + RANK_BLOCK - 1) / RANK_BLOCK, RANK_BLOCK, (size_t)cap * sizeof(uint64_t), s>>>(
+        c->ck1, c->ck2, c->counters, cshift, bits, cap, c->boxes, c->cls, c->sboxes, c->scls, c->srank, c->gidx,
+        c->segs, c->max_candidates, c->pairs);
     ZV_CUDA(cudaGetLastError(), "launching the ranking");
     pairs_kernel<<<y->n < c->pair_blocks ? y->n : c->pair_blocks, SEG_BLOCK, 0, s>>>(
         c->segs, c->max_candidates, c->pairs, c->counters, c->sboxes, c->scls, params->iou_threshold, check_cls,
