@@ -113,6 +113,19 @@ struct cu_ctx {
     int conv_variant;        /* while any is: CU_CONV_CUDNN, CU_CONV_EACH or CU_CONV_OWN */
     struct cu_fused_saved *fused_saved; /* an engine file's cuDNN plans (JSON), restored instead of compiled */
     int n_fused_saved;
+
+    /* A second stream in the captured graph for convolutions off the critical path (streams.c). */
+    unsigned char *side;     /* per graph node: runs on the side stream (NULL: none does) */
+    int n_side;
+    int use_side;            /* captures fork onto the side stream (timed at planning) */
+    unsigned char *record;   /* per graph node: records node_ev (a reader runs on the other stream) */
+    int *wait_start, *wait_list; /* per position: the nodes whose events it waits for (CSR) */
+    int *span_lo, *span_hi;  /* per position: where its node may run, for the memory plan */
+    cudaStream_t side_stream;
+    cudaEvent_t *node_ev;    /* per graph node, where record[] says so */
+    cudaEvent_t fork_ev, join_ev;
+    void *workspace2;        /* the side stream's workspace and split-K counters */
+    int *igemm_counters2;
 };
 
 /* An engine file's cuDNN plan: the key of its graph (conv_fused.c's plan_key) and its JSON. */
@@ -151,6 +164,19 @@ zci_status cu_plan_concat_in_place(cu_ctx *c);
 zci_status cu_launch_node(cu_ctx *c, int p, cudaStream_t stream);
 /* Queues the conversions of model inputs and constants (the start of a run's body). */
 zci_status cu_launch_prologue(cu_ctx *c, cudaStream_t stream);
+
+/* ---- a second stream (streams.c) ---- */
+/* Picks the convolutions that run on the side stream and the waits between the streams
+ * (c->side, c->wait_*, c->span_*); after cu_plan_concat_in_place, before the memory plan.
+ * ZCI_CUDA_STREAMS=1: one stream. */
+zci_status cu_plan_streams(cu_ctx *c);
+/* Creates the side stream, the events and the side stream's scratch; after the node states
+ * (which size the workspace). */
+zci_status cu_streams_create(cu_ctx *c);
+/* Queues the body with the side nodes on c->side_stream, forked from and joined back into
+ * `stream` (inside a capture). */
+zci_status cu_run_nodes_streams(cu_ctx *c, cudaStream_t stream);
+void cu_streams_release(cu_ctx *c);
 
 static inline const cu_node *cu_node_of(const cu_ctx *c, const zci_node *n) { return &c->nodes[n - c->g->nodes]; }
 /* The buffer node n reads for input k, in the layout the node runs in. */

@@ -186,6 +186,12 @@ zci_status zci_graph_fuse(zci_graph *g);
  * included); *arena_size the total. `align` is a power of two. */
 zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias, const size_t *alias_offset,
                        size_t align, size_t *offset, size_t *arena_size);
+/* The same for nodes that may run concurrently with others (the CUDA backend's second stream):
+ * the node at position p may be executing at any time between positions lo[p] and hi[p] of the
+ * order (lo[p] <= p <= hi[p]), so everything it reads or writes stays allocated over that span.
+ * lo, hi NULL: each node at its own position (zci_memplan). */
+zci_status zci_memplan_spans(const zci_graph *g, const size_t *size, const int *alias, const size_t *alias_offset,
+                             const int *lo, const int *hi, size_t align, size_t *offset, size_t *arena_size);
 
 #ifdef __cplusplus
 }

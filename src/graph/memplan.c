@@ -85,6 +85,12 @@ static size_t offset_in_root(const int *alias, const size_t *alias_offset, int t
 zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias, const size_t *alias_offset,
                        size_t align, size_t *offset, size_t *arena_size)
 {
+    return zci_memplan_spans(g, size, alias, alias_offset, NULL, NULL, align, offset, arena_size);
+}
+
+zci_status zci_memplan_spans(const zci_graph *g, const size_t *size, const int *alias, const size_t *alias_offset,
+                             const int *lo, const int *hi, size_t align, size_t *offset, size_t *arena_size)
+{
     int nt = g->n_tensors;
     int *first = zci_malloc((size_t)(nt ? nt : 1) * sizeof(int), "memory plan");
     int *last = zci_malloc((size_t)(nt ? nt : 1) * sizeof(int), "memory plan");
@@ -99,19 +105,21 @@ zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias,
         offset[t] = 0;
     }
     /* a root lives from the first write to it or any tensor sharing its storage (a view, or a
-     * slice that a producer writes in place) until the last reader of any of them */
+     * slice that a producer writes in place) until the last reader of any of them; a node with a
+     * span holds what it reads and writes over all of the span */
     for (int p = 0; p < g->n_order; p++) {
         const zci_node *n = &g->nodes[g->order[p]];
+        const int a = lo ? lo[p] : p, b = hi ? hi[p] : p;
         for (int o = 0; o < n->n_out; o++)
             if (n->out[o] >= 0) {
                 int r = root_of(alias, n->out[o]);
-                if (first[r] < 0) first[r] = p;
-                if (last[r] < p) last[r] = p;
+                if (first[r] < 0 || first[r] > a) first[r] = a;
+                if (last[r] < b) last[r] = b;
             }
         for (int k = 0; k < n->n_in; k++)
             if (n->in[k] >= 0) {
                 int r = root_of(alias, n->in[k]);
-                if (last[r] < p) last[r] = p;
+                if (last[r] < b) last[r] = b;
             }
     }
     freelist fl = {0};
@@ -126,6 +134,12 @@ zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias,
             first[r] = -2; /* allocated once even if this node writes several of its members */
             st = fl_alloc(&fl, zci_align(size[r], align), &offset[r]);
         }
+        /* spans: what a later node writes, taken here */
+        for (int r = 0; lo && r < nt && st == ZCI_OK; r++)
+            if (size[r] && first[r] == p && (!alias || alias[r] < 0)) {
+                first[r] = -2;
+                st = fl_alloc(&fl, zci_align(size[r], align), &offset[r]);
+            }
         /* free what dies here: planned roots read or produced by this node for the last time */
         for (int k = 0; k < n->n_in + n->n_out && st == ZCI_OK; k++) {
             int t = k < n->n_in ? n->in[k] : n->out[k - n->n_in];
@@ -135,6 +149,12 @@ zci_status zci_memplan(const zci_graph *g, const size_t *size, const int *alias,
             last[r] = -2; /* freed once even if read twice by this node */
             st = fl_free(&fl, offset[r], zci_align(size[r], align));
         }
+        /* spans: what an earlier node touched, held until here */
+        for (int r = 0; hi && r < nt && st == ZCI_OK; r++)
+            if (size[r] && last[r] == p && (!alias || alias[r] < 0)) {
+                last[r] = -2;
+                st = fl_free(&fl, offset[r], zci_align(size[r], align));
+            }
     }
     for (int t = 0; t < nt; t++)
         if (alias && alias[t] >= 0) offset[t] = offset[root_of(alias, t)] + offset_in_root(alias, alias_offset, t);
