@@ -625,6 +625,7 @@ static zci_status prepare_ctx(cu_ctx *c)
     log_memory(c, "node state", &mem);
     ZCI_TRY(alloc_workspace(c));
     log_memory(c, "workspace", &mem);
+    ZCI_TRY(cu_plan_early_output(c));
     float settled_ms = 0.f;
     ZCI_TRY(settle_convolutions(c, &settled_ms));
     log_memory(c, "convolutions settled", &mem);
@@ -749,6 +750,7 @@ static zci_status cuda_prepare_blob(zci_session *s, const void *blob, size_t siz
     c->fp16 = s->opts.precision == ZCI_PRECISION_FP16;
     c->allow_tf32 = s->opts.allow_tf32;
     c->verbose = s->opts.verbose;
+    c->early_rm = c->early_after = c->early_out = -1;
     const int device = c->device;
     int prev = -1;
     if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;

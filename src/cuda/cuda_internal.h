@@ -126,6 +126,17 @@ struct cu_ctx {
     cudaEvent_t fork_ev, join_ev;
     void *workspace2;        /* the side stream's workspace and split-K counters */
     int *igemm_counters2;
+
+    /* Early output rows (cu_plan_early_output): a RowMap model output whose first part is ready
+     * before the rest of the model has run (a YOLO head's finest level) writes those rows right
+     * after their source and records early_ev, so that the regular path copies them to the host
+     * on copy_stream while the rest still runs. early_rm -1: none. */
+    int early_rm;            /* the RowMap node (graph index) */
+    int early_after;         /* the node after which its rows [0, early_rows) are written */
+    int early_out;           /* the model output it produces */
+    int64_t early_rows;      /* rows per image written early */
+    cudaEvent_t early_ev, copy_ev;
+    cudaStream_t copy_stream;
 };
 
 /* An engine file's cuDNN plan: the key of its graph (conv_fused.c's plan_key) and its JSON. */
@@ -177,6 +188,13 @@ zci_status cu_streams_create(cu_ctx *c);
  * `stream` (inside a capture). */
 zci_status cu_run_nodes_streams(cu_ctx *c, cudaStream_t stream);
 void cu_streams_release(cu_ctx *c);
+/* Finds an early output (c->early_*; none where the model has no such RowMap output) and makes
+ * its stream and events; after the node states. */
+zci_status cu_plan_early_output(cu_ctx *c);
+/* Queues the early rows and records early_ev when graph node i is the one they wait for. */
+zci_status cu_launch_early_rows(cu_ctx *c, int i, cudaStream_t s);
+/* RowMap (rowmap.cu): rows [lo, hi) of every image of node n's output. */
+zci_status cu_rowmap_launch_rows(cu_ctx *c, const zci_node *n, void *state, cudaStream_t s, int64_t lo, int64_t hi);
 
 static inline const cu_node *cu_node_of(const cu_ctx *c, const zci_node *n) { return &c->nodes[n - c->g->nodes]; }
 /* The buffer node n reads for input k, in the layout the node runs in. */

@@ -245,6 +245,8 @@ zci_status cu_launch_node(cu_ctx *c, int p, cudaStream_t s)
             if (st != ZCI_OK) return zci_error_prefix(st, "%s (layout conversion)", zci_node_desc(g, n));
         }
     }
+    zci_status st = cu_launch_early_rows(c, ni, s);
+    if (st != ZCI_OK) return zci_error_prefix(st, "%s (early output rows)", zci_node_desc(g, n));
     return ZCI_OK;
 }
 

@@ -29,18 +29,21 @@ struct dev_part {
     int kstr[kOps][ZCI_RM_MAX_RANK];
 };
 
-/* The kernel's parameters (about 3 KB, under the 4 KB every CUDA version takes). */
+/* The kernel's parameters (about 3 KB, under the 4 KB every CUDA version takes). A launch
+ * writes rows [row_lo, row_hi) of every image, in blocks_per_image blocks each. */
 struct dev_plan {
     int n_parts, rows, cols, total_rows;
+    int row_lo, row_hi, blocks_per_image;
     dev_part part[ZCI_RM_MAX_PARTS];
 };
 
 template <typename E> __global__ void __launch_bounds__(kThreads) k_rowmap(const dev_plan p, E *__restrict__ y)
 {
     __shared__ int s_part[kRows], s_src[kRows], s_k[kRows][kOps];
-    const int r0 = blockIdx.x * kRows, nrows = min(kRows, p.total_rows - r0);
+    const int n = blockIdx.x / p.blocks_per_image, lr0 = p.row_lo + (blockIdx.x - n * p.blocks_per_image) * kRows;
+    const int nrows = min(kRows, p.row_hi - lr0), r0 = n * p.rows + lr0;
     if ((int)threadIdx.x < nrows) {
-        const int i = threadIdx.x, r = r0 + i, n = r / p.rows, rr = r - n * p.rows;
+        const int i = threadIdx.x, rr = lr0 + i;
         int q = 0;
         while (q + 1 < p.n_parts && rr >= p.part[q + 1].row0) q++;
         const dev_part &pt = p.part[q];
@@ -169,9 +172,14 @@ extern "C" zci_status cu_rowmap_prepare(cu_ctx *c, const zci_node *n, void **sta
     return ZCI_OK;
 }
 
-extern "C" zci_status cu_rowmap_launch(cu_ctx *c, const zci_node *n, void *state, cudaStream_t s)
+/* Rows [lo, hi) of every image. */
+extern "C" zci_status cu_rowmap_launch_rows(cu_ctx *c, const zci_node *n, void *state, cudaStream_t s, int64_t lo,
+                                            int64_t hi)
 {
     dev_plan d = *(const dev_plan *)state;
+    d.row_lo = (int)lo;
+    d.row_hi = (int)hi;
+    d.blocks_per_image = (int)((hi - lo + kRows - 1) / kRows);
     const zci_rowmap_params *p = (const zci_rowmap_params *)n->params;
     for (int q = 0; q < d.n_parts; q++) {
         d.part[q].x = cu_in(c, n, q);
@@ -181,10 +189,18 @@ extern "C" zci_status cu_rowmap_launch(cu_ctx *c, const zci_node *n, void *state
                 d.part[q].k[b * ZCI_RM_MAX_OPS + o] = k >= 0 ? cu_in(c, n, k) : NULL;
             }
     }
-    if (!d.total_rows || !d.cols) return ZCI_OK;
-    const unsigned blocks = (unsigned)((d.total_rows + kRows - 1) / kRows);
+    if (!d.total_rows || !d.cols || hi <= lo) return ZCI_OK;
+    const unsigned blocks = (unsigned)(d.blocks_per_image * (d.total_rows / d.rows));
     if (c->dt[n->out[0]] == ZCI_FLOAT16) k_rowmap<__half><<<blocks, kThreads, 0, s>>>(d, (__half *)c->ptr[n->out[0]]);
     else k_rowmap<float><<<blocks, kThreads, 0, s>>>(d, (float *)c->ptr[n->out[0]]);
     CU_LAUNCHED("RowMap");
     return ZCI_OK;
+}
+
+/* The whole node, less the rows an early launch wrote (cu_plan_early_output). */
+extern "C" zci_status cu_rowmap_launch(cu_ctx *c, const zci_node *n, void *state, cudaStream_t s)
+{
+    const dev_plan *d = (const dev_plan *)state;
+    const int64_t lo = c->early_rm >= 0 && n == &c->g->nodes[c->early_rm] ? c->early_rows : 0;
+    return cu_rowmap_launch_rows(c, n, state, s, lo, d->rows);
 }

@@ -159,6 +159,7 @@ typedef struct staged {
     size_t elems;
     size_t dev_esize; /* bytes per element on the pinned/device side */
     xform x;
+    cudaStream_t stream; /* downloads: the stream its DMAs go on (NULL: the run's) */
 } staged;
 
 /* Chunk boundaries: k-th of `chunks` element ranges, aligned to 64 elements. */
@@ -203,13 +204,14 @@ static zci_status upload_staged(cu_ctx *c, const staged *u, cudaStream_t s)
     return ZCI_OK;
 }
 
-/* Device -> pinned -> host (transformed) for several outputs: every chunk's DMA is queued first
- * with an event behind it; then the team copies each chunk out as soon as its event fires. */
-static zci_status download_staged(cu_ctx *c, const staged *d, int n, cudaStream_t s)
+/* Device -> pinned -> host (transformed) for several outputs, in two steps: every chunk's DMA is
+ * queued with an event behind it (queue_downloads); then the team copies each chunk out as soon
+ * as its event fires (finish_downloads). per[i]: chunks of d[i]. */
+static zci_status queue_downloads(cu_ctx *c, const staged *d, int n, int *per, cudaStream_t s)
 {
     enum { MAXCH = (int)(sizeof c->chunk_ev / sizeof c->chunk_ev[0]) };
-    int per[64], total = 0;
-    if (n > 64) return zci_error(ZCI_INTERNAL, "too many outputs to stage");
+    int total = 0;
+    if (n > 65) return zci_error(ZCI_INTERNAL, "too many outputs to stage");
     for (int i = 0; i < n; i++) {
         int left = MAXCH - total - (n - i - 1);
         per[i] = chunk_count(d[i].elems * d[i].dev_esize, left < 8 ? (left < 1 ? 1 : left) : 8);
@@ -217,13 +219,20 @@ static zci_status download_staged(cu_ctx *c, const staged *d, int n, cudaStream_
     }
     if (total > MAXCH) return zci_error(ZCI_INTERNAL, "too many staging chunks");
     int k = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        cudaStream_t ds = d[i].stream ? d[i].stream : s;
         for (int j = 0; j < per[i]; j++, k++) {
             size_t e0 = chunk_at(d[i].elems, per[i], j), e1 = chunk_at(d[i].elems, per[i], j + 1);
             CU_TRY(cudaMemcpyAsync((char *)d[i].stage + e0 * d[i].dev_esize, (const char *)d[i].dev + e0 * d[i].dev_esize,
-                                   (e1 - e0) * d[i].dev_esize, cudaMemcpyDeviceToHost, s));
-            CU_TRY(cudaEventRecord(c->chunk_ev[k], s));
+                                   (e1 - e0) * d[i].dev_esize, cudaMemcpyDeviceToHost, ds));
+            CU_TRY(cudaEventRecord(c->chunk_ev[k], ds));
         }
+    }
+    return ZCI_OK;
+}
+
+static zci_status finish_downloads(cu_ctx *c, const staged *d, int n, const int *per)
+{
     const int nt = c->n_host_threads;
     cudaError_t err = cudaSuccess;
 #pragma omp parallel num_threads(nt)
@@ -347,6 +356,52 @@ static zci_status run_own(cu_ctx *c, cudaStream_t s)
 
 static int host_converts(const cu_ctx *c, zci_dtype io, int t) { return io == ZCI_FLOAT32 && c->dt[t] == ZCI_FLOAT16; }
 
+/* The early output (cu_plan_early_output, batch 1) into host buffer `host`: rows [0, early_rows)
+ * go on the copy stream once the graph has written them (early_ev), the rest on the run's stream
+ * after the body. Pinned: converted on the device if the types differ (into the own buffer) and
+ * copied straight into `host`. Pageable: staged in two pieces, the first on the copy stream
+ * (down[0..*n_staged), for queue_downloads). */
+static zci_status early_download(cu_ctx *c, void *host, int pinned, cudaStream_t s, staged *down, int *n_staged)
+{
+    const int i = c->early_out, t = c->g->outputs[i];
+    const zci_tensor_info *info = &c->s->out_info[i];
+    const zci_tensor *y = &c->g->tensors[t];
+    const size_t io_es = zci_dtype_size(info->dtype), dev_es = cu_esize(c, t), n = (size_t)cu_numel(c, t);
+    const size_t e0 = (size_t)c->early_rows * (size_t)y->dims[y->ndim - 1];
+    const int converts = info->dtype != c->dt[t];
+    *n_staged = 0;
+    if (!pinned && converts && !host_converts(c, info->dtype, t)) { /* the plain way */
+        ZCI_TRY(output_edge(c, i, c->out_buf[i], s));
+        down[(*n_staged)++] = (staged){host, c->out_stage[i], c->out_buf[i], info->bytes, 1, XF_COPY, NULL};
+        return ZCI_OK;
+    }
+    CU_TRY(cudaStreamWaitEvent(c->copy_stream, c->early_ev, 0));
+    if (!pinned) {
+        if (converts) {
+            down[0] = (staged){host, c->out_stage[i], c->ptr[t], e0, 2, XF_F16_TO_F32, c->copy_stream};
+            down[1] = (staged){(float *)host + e0, (uint16_t *)c->out_stage[i] + e0, (uint16_t *)c->ptr[t] + e0, n - e0, 2,
+                               XF_F16_TO_F32, NULL};
+        } else {
+            down[0] = (staged){host, c->out_stage[i], c->ptr[t], e0 * io_es, 1, XF_COPY, c->copy_stream};
+            down[1] = (staged){(char *)host + e0 * io_es, (char *)c->out_stage[i] + e0 * io_es, (char *)c->ptr[t] + e0 * io_es,
+                               (n - e0) * io_es, 1, XF_COPY, NULL};
+        }
+        *n_staged = 2;
+        return ZCI_OK;
+    }
+    const void *src = converts ? c->out_buf[i] : c->ptr[t];
+    for (int part = 0; part < 2; part++) {
+        cudaStream_t ps = part ? s : c->copy_stream;
+        const size_t lo = part ? e0 : 0, hi = part ? n : e0;
+        if (converts)
+            ZCI_TRY(cu_convert((const char *)c->ptr[t] + lo * dev_es, c->dt[t], (char *)c->out_buf[i] + lo * io_es,
+                               info->dtype, (int64_t)(hi - lo), ps));
+        CU_TRY(cudaMemcpyAsync((char *)host + lo * io_es, (const char *)src + lo * io_es, (hi - lo) * io_es,
+                               cudaMemcpyDeviceToHost, ps));
+    }
+    return ZCI_OK;
+}
+
 static zci_status run_host(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
 {
     zci_session *ss = c->s;
@@ -363,32 +418,42 @@ static zci_status run_host(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
             CU_TRY(cudaMemcpyAsync(c->in_buf[i], a->inputs[i], info->bytes, cudaMemcpyHostToDevice, s));
             ZCI_TRY(input_edge(c, i, c->in_buf[i], s));
         } else if (host_converts(c, info->dtype, t)) {
-            staged u = {a->inputs[i], c->in_stage[i], c->ptr[t], (size_t)cu_numel(c, t), 2, XF_F32_TO_F16};
+            staged u = {a->inputs[i], c->in_stage[i], c->ptr[t], (size_t)cu_numel(c, t), 2, XF_F32_TO_F16, NULL};
             ZCI_TRY(upload_staged(c, &u, s));
         } else {
-            staged u = {a->inputs[i], c->in_stage[i], c->in_buf[i], info->bytes, 1, XF_COPY};
+            staged u = {a->inputs[i], c->in_stage[i], c->in_buf[i], info->bytes, 1, XF_COPY, NULL};
             ZCI_TRY(upload_staged(c, &u, s));
             ZCI_TRY(input_edge(c, i, c->in_buf[i], s));
         }
     }
     ZCI_TRY(run_body(c, s));
-    staged down[64];
-    int n_down = 0;
+    staged down[65];
+    int n_down = 0, per[65], early_queued = 0;
     for (int i = 0; i < ss->n_out; i++) {
         int t = c->g->outputs[i];
         const zci_tensor_info *info = &ss->out_info[i];
-        if (kout[i] == HOST_PINNED) {
+        if (i == c->early_out) {
+            int q = 0;
+            ZCI_TRY(early_download(c, a->outputs[i], kout[i] == HOST_PINNED, s, down + n_down, &q));
+            n_down += q;
+            early_queued = 1;
+        } else if (kout[i] == HOST_PINNED) {
             ZCI_TRY(output_edge(c, i, c->out_buf[i], s));
             CU_TRY(cudaMemcpyAsync(a->outputs[i], c->out_buf[i], info->bytes, cudaMemcpyDeviceToHost, s));
         } else if (host_converts(c, info->dtype, t)) {
-            down[n_down++] = (staged){a->outputs[i], c->out_stage[i], c->ptr[t], (size_t)cu_numel(c, t), 2, XF_F16_TO_F32};
+            down[n_down++] = (staged){a->outputs[i], c->out_stage[i], c->ptr[t], (size_t)cu_numel(c, t), 2, XF_F16_TO_F32, NULL};
         } else {
             ZCI_TRY(output_edge(c, i, c->out_buf[i], s));
-            down[n_down++] = (staged){a->outputs[i], c->out_stage[i], c->out_buf[i], info->bytes, 1, XF_COPY};
+            down[n_down++] = (staged){a->outputs[i], c->out_stage[i], c->out_buf[i], info->bytes, 1, XF_COPY, NULL};
         }
     }
+    if (n_down) ZCI_TRY(queue_downloads(c, down, n_down, per, s));
+    if (early_queued) { /* the copy stream's work joins the run's before it counts as done */
+        CU_TRY(cudaEventRecord(c->copy_ev, c->copy_stream));
+        CU_TRY(cudaStreamWaitEvent(s, c->copy_ev, 0));
+    }
     ZCI_TRY(mark_done(c, s));
-    if (n_down) ZCI_TRY(download_staged(c, down, n_down, s));
+    if (n_down) ZCI_TRY(finish_downloads(c, down, n_down, per));
     CU_TRY(cudaStreamSynchronize(s));
     return ZCI_OK;
 }

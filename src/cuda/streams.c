@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "cuda/cuda_internal.h"
+#include "ops/rowmap.h"
 
 /* 1 if the node at graph index i queues any work (a kernel or a layout conversion). */
 static int launches(const cu_ctx *c, int i)
@@ -89,6 +90,9 @@ void cu_streams_release(cu_ctx *c)
     if (c->fork_ev) cudaEventDestroy(c->fork_ev);
     if (c->join_ev) cudaEventDestroy(c->join_ev);
     if (c->side_stream) cudaStreamDestroy(c->side_stream);
+    if (c->early_ev) cudaEventDestroy(c->early_ev);
+    if (c->copy_ev) cudaEventDestroy(c->copy_ev);
+    if (c->copy_stream) cudaStreamDestroy(c->copy_stream);
     free(c->node_ev);
     free(c->side);
     free(c->record);
@@ -285,5 +289,75 @@ zci_status cu_run_nodes_streams(cu_ctx *c, cudaStream_t stream)
     if (c->cudnn) cudnnSetStream(c->cudnn, stream);
     ZCI_TRY(st);
     if (e2 != cudaSuccess) return cu_cuda_error(e2, "joining the side stream");
+    return ZCI_OK;
+}
+
+/* The launching node whose work tensor t's bytes come from, looking through views; -1 if none
+ * (a graph input, a constant) or if it is not one node. */
+static int source_node(const cu_ctx *c, int t)
+{
+    const zci_graph *g = c->g;
+    for (int depth = 0; t >= 0 && depth < 64; depth++) {
+        const int p = g->tensors[t].producer;
+        if (p < 0) return -1;
+        if (launches(c, p)) return p;
+        const zci_node *n = &g->nodes[p];
+        if (n->n_in < 1 || c->alias[n->out[0]] != n->in[0]) return -1; /* not a view */
+        t = n->in[0];
+    }
+    return -1;
+}
+
+zci_status cu_plan_early_output(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    c->early_rm = c->early_after = c->early_out = -1;
+    const char *env = getenv("ZCI_CUDA_NO_EARLY_OUTPUT");
+    if (env && *env == '1') return ZCI_OK;
+    int *pos = zci_malloc(((size_t)g->n_nodes + 1) * sizeof *pos, "early output");
+    if (!pos) return ZCI_OUT_OF_MEMORY;
+    for (int p = 0; p < g->n_order; p++) pos[g->order[p]] = p;
+    for (int i = 0; i < c->s->n_out && c->early_rm < 0; i++) {
+        const int t = g->outputs[i], r = g->tensors[t].producer;
+        if (r < 0) continue;
+        const zci_node *n = &g->nodes[r];
+        if (strcmp(n->op_type, "RowMap") || !c->nodes[r].op || !c->nodes[r].state || !n->params) continue;
+        const zci_rowmap_params *rp = (const zci_rowmap_params *)n->params;
+        if (rp->batch != 1 || rp->n_parts < 2 || !rp->flatten || rp->part[0].row0 != 0 || rp->part[0].rows >= rp->rows) continue;
+        int first = source_node(c, n->in[0]), later = 1;
+        for (int q = 1; q < rp->n_parts && first >= 0; q++) {
+            const int o = source_node(c, n->in[q]);
+            later &= o < 0 || pos[o] > pos[first];
+        }
+        /* worth it where the part's rows are a good share of the output and come first (batch 1:
+         * at larger batches each image's rows are a separate range) */
+        if (first < 0 || !later || rp->part[0].rows * 4 < rp->rows) continue;
+        c->early_rm = r;
+        c->early_after = first;
+        c->early_out = i;
+        c->early_rows = rp->part[0].rows;
+    }
+    free(pos);
+    if (c->early_rm < 0) return ZCI_OK;
+    CU_TRY(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
+    CU_TRY(cudaEventCreateWithFlags(&c->early_ev, cudaEventDisableTiming));
+    CU_TRY(cudaEventCreateWithFlags(&c->copy_ev, cudaEventDisableTiming));
+    zci_log(c->verbose, "CUDA: output '%s': rows 0-%lld of each image are written after %s and copied to the host "
+            "while the rest runs", g->tensors[g->outputs[c->early_out]].name, (long long)c->early_rows - 1,
+            zci_node_desc(g, &g->nodes[c->early_after]));
+    return ZCI_OK;
+}
+
+/* After node i: the early output rows when i is the node they wait for (cu_launch_node). */
+zci_status cu_launch_early_rows(cu_ctx *c, int i, cudaStream_t s)
+{
+    if (c->early_rm < 0 || i != c->early_after) return ZCI_OK;
+    const zci_node *n = &c->g->nodes[c->early_rm];
+    ZCI_TRY(cu_rowmap_launch_rows(c, n, c->nodes[c->early_rm].state, s, 0, c->early_rows));
+    enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    CU_TRY(cudaStreamIsCapturing(s, &cs));
+    /* captured: an event node the regular path's copy stream can wait for outside the graph */
+    CU_TRY(cudaEventRecordWithFlags(c->early_ev, s,
+                                    cs == cudaStreamCaptureStatusActive ? cudaEventRecordExternal : cudaEventRecordDefault));
     return ZCI_OK;
 }
