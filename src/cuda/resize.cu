@@ -297,6 +297,20 @@ template <typename T> __global__ void k_resize_linear(const T *__restrict__ x, T
     y[i] = from_f<T>(acc);
 }
 
+/* Blocks for a nearest launch over 16-byte vectors, or 0 where it cannot: the innermost axis
+ * copied as is (identity, unit stride) in whole vectors, every other stride a whole number of
+ * them, both buffers aligned. */
+unsigned vector_blocks(const rz_plan &p, const void *x, const void *y, size_t esize)
+{
+    if (esize == 0 || esize > 16 || 16 % esize || p.rank < 1) return 0;
+    const uint32_t v = (uint32_t)(16 / esize), last = (uint32_t)p.rank - 1;
+    if (v < 2 || p.kind[last] != AX_IDENTITY || p.in_stride[last] != 1 || p.out[last] % v) return 0;
+    for (uint32_t d = 0; d < last; d++)
+        if (p.in_stride[d] % v) return 0;
+    if (((uintptr_t)x & 15) || ((uintptr_t)y & 15)) return 0;
+    return blocks_for(p.n / v);
+}
+
 } // namespace
 
 extern "C" zci_status cu_resize_supports(const cu_ctx *c, const zci_node *n)
@@ -328,6 +342,14 @@ extern "C" zci_status cu_resize_launch(cu_ctx *c, const zci_node *n, void *state
     if (p.nblend) {
         if (c->dt[n->in[0]] == ZCI_FLOAT16) k_resize_linear<__half><<<nb, kThreads, 0, st>>>((const __half *)x, (__half *)y, p);
         else k_resize_linear<float><<<nb, kThreads, 0, st>>>((const float *)x, (float *)y, p);
+    } else if (const unsigned vb = vector_blocks(p, x, y, cu_esize(c, n->in[0]))) {
+        /* rows of whole 16-byte vectors: the same walk with 16-byte elements */
+        rz_plan q = p;
+        const uint32_t v = 16 / (uint32_t)cu_esize(c, n->in[0]);
+        q.n /= v;
+        q.out[p.rank - 1] /= v;
+        for (int d = 0; d < p.rank - 1; d++) q.in_stride[d] /= v;
+        k_resize_nearest<uint4><<<vb, kThreads, 0, st>>>((const uint4 *)x, (uint4 *)y, q);
     } else {
         switch (cu_esize(c, n->in[0])) {
         case 1: k_resize_nearest<uint8_t><<<nb, kThreads, 0, st>>>((const uint8_t *)x, (uint8_t *)y, p); break;
