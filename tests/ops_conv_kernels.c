@@ -328,7 +328,8 @@ static void test_conv_refusals(void)
  * Without the Relu, t1 to t5 are blocked (t3 as a residual whose reader's X is blocked, t5 made
  * by a Concat of blocked tensors) and x and y are not; a Relu reading t5 makes t5, then t4 and t3
  * (the Concat's inputs), plain. Either way the prepared run must match the unprepared built-in
- * one. */
+ * one, with oneDNN's Winograd kernels for A and E (3x3, stride 1, blocked output; E's SiLU and
+ * residual then run as a pass of their own) and without (ZCI_CPU_NO_WINOGRAD=1). */
 typedef struct chain_node {
     const char *name, *type;
     int in[4], n_in, out;
@@ -336,7 +337,7 @@ typedef struct chain_node {
     int act;
 } chain_node;
 
-static void test_blocked_chain(int with_reader)
+static void test_blocked_chain(int with_reader, int winograd)
 {
     zci_graph *g = zci_graph_new();
     g->opset = 17;
@@ -433,16 +434,19 @@ static void test_blocked_chain(int with_reader)
               with_reader, i, zci_conv_tensor_block(g, t[i]), expect[i]);
     CHECK(zci_conv_tensor_block(g, x) == 0 && zci_conv_tensor_block(g, y) == 0, "x and y must stay plain");
     void *state[7] = {0};
+    if (!winograd) setenv("ZCI_CPU_NO_WINOGRAD", "1", 1);
     for (int i = 0; i < count; i++) {
         zci_node *n = &g->nodes[g->order[i]];
         if (n->op->cpu_prepare) CHECK_OK(n->op->cpu_prepare(g, n, 2, &state[i]));
     }
+    unsetenv("ZCI_CPU_NO_WINOGRAD");
     for (int i = 0; i < count; i++) memset(data[nodes[i].out], 0xA5, zci_tensor_bytes(&g->tensors[nodes[i].out]));
     for (int i = 0; i < count; i++) {
         CHECK_OK(zci_kernel_run_once(g, &g->nodes[g->order[i]], data, 2, state[i]));
     }
     double e = rel_err(data[y], want, yn);
-    CHECK(e < 2e-5, "with_reader %d: the prepared graph differs from the built-in path: error %g", with_reader, e);
+    CHECK(e < 2e-5, "with_reader %d, winograd %d: the prepared graph differs from the built-in path: error %g",
+          with_reader, winograd, e);
     for (int i = 0; i < count; i++)
         if (state[i]) g->nodes[g->order[i]].op->cpu_release(state[i]);
     free(data[x]);
@@ -691,8 +695,10 @@ int main(void)
 {
     test_conv_random(300);
     test_conv_refusals();
-    test_blocked_chain(0);
-    test_blocked_chain(1);
+    for (int winograd = 0; winograd < 2; winograd++) {
+        test_blocked_chain(0, winograd);
+        test_blocked_chain(1, winograd);
+    }
     test_gemm(300);
     test_matmul_broadcast();
     test_gemm_op();

@@ -23,8 +23,8 @@ typedef struct cpu_ctx {
 
 enum { CPU_ALIGN = 64 };
 
-/* ZCI_PROFILE=1: time per op type (and the slowest nodes) over all runs, printed to stderr
- * when the session is destroyed. */
+/* ZCI_PROFILE=1: time per op type (and the 8 slowest nodes) over all runs, printed to stderr
+ * when the session is destroyed; ZCI_PROFILE=N lists the N slowest nodes (N > 8). */
 static void print_profile(const zci_session *s)
 {
     const cpu_ctx *c = s->be_ctx;
@@ -50,7 +50,9 @@ static void print_profile(const zci_session *s)
     /* the slowest nodes, by selection: `done` marks those printed */
     for (int p = 0; done && p < g->n_order; p++) done[p] = false;
     fprintf(stderr, "  slowest nodes:\n");
-    for (int rank = 0; done && rank < 8 && rank < g->n_order; rank++) {
+    const char *prof = getenv("ZCI_PROFILE");
+    int shown = prof && atoi(prof) > 8 ? atoi(prof) : 8;
+    for (int rank = 0; done && rank < shown && rank < g->n_order; rank++) {
         int best = -1;
         for (int p = 0; p < g->n_order; p++)
             if (!done[p] && (best < 0 || c->node_s[g->order[p]] > c->node_s[g->order[best]])) best = p;

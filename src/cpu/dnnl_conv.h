@@ -2,10 +2,11 @@
  *
  * One object per Conv node, made at planning: the primitive for the node's fixed shapes, its
  * weights reordered once into the layout the primitive prefers and the fused epilogue as oneDNN
- * post-ops. What a run needs besides (the blocked copies of source and destination when the
- * primitive prefers a blocked layout to the graph's plain NCHW, and oneDNN's scratchpad) lives
- * in a workspace the caller passes, so that nodes that run one after another can share one. A
- * run allocates nothing.
+ * post-ops (after a Winograd convolution, which takes none, as a pass of its own). What a run
+ * needs besides (the blocked copies of source and destination when the primitive prefers a
+ * blocked layout to the graph's plain NCHW, a Winograd convolution's output before its epilogue,
+ * and oneDNN's scratchpad) lives in a workspace the caller passes, so that nodes that run one
+ * after another can share one. A run allocates nothing.
  *
  * Threads: Debian's oneDNN uses OpenMP and sizes its parallel regions (and, at creation, its
  * work split) from omp_get_max_threads(). Both functions below set the calling thread's OpenMP
