@@ -54,22 +54,27 @@ static double cost_us(const cu_ctx *c, int i)
 }
 
 /* The launching producers of what node i reads, looking through nodes that launch nothing:
- * appended to out (deduplicated), returns the new count. */
-static int launching_producers(const cu_ctx *c, int i, int *out, int n_out, int cap, int depth)
+ * appended to out (deduplicated), returns the new count; `cap` when the list would be longer or
+ * the walk longer than *budget steps (the caller then keeps one stream). */
+static int launching_producers(const cu_ctx *c, int i, int *out, int n_out, int cap, int *budget)
 {
     const zci_graph *g = c->g;
     const zci_node *n = &g->nodes[i];
-    for (int k = 0; k < n->n_in; k++) {
+    if (--*budget < 0) return cap;
+    for (int k = 0; k < n->n_in && n_out < cap; k++) {
         if (n->in[k] < 0) continue;
         const int p = g->tensors[n->in[k]].producer;
         if (p < 0) continue;
         if (!launches(c, p)) {
-            if (depth < 64) n_out = launching_producers(c, p, out, n_out, cap, depth + 1);
+            n_out = launching_producers(c, p, out, n_out, cap, budget);
             continue;
         }
         int seen = 0;
         for (int j = 0; j < n_out; j++) seen |= out[j] == p;
-        if (!seen && n_out < cap) out[n_out++] = p;
+        if (!seen) {
+            if (n_out == cap - 1) return cap; /* one more than fits: the list is not whole */
+            out[n_out++] = p;
+        }
     }
     return n_out;
 }
@@ -123,7 +128,9 @@ zci_status cu_plan_streams(cu_ctx *c)
     double crit = 0.0;
     for (int p = 0; p < np; p++) {
         const int i = g->order[p];
-        ndeps[p] = launching_producers(c, i, deps + (size_t)p * MAXDEP, 0, MAXDEP, 0);
+        int budget = 4096;
+        ndeps[p] = launching_producers(c, i, deps + (size_t)p * MAXDEP, 0, MAXDEP, &budget);
+        if (ndeps[p] >= MAXDEP) goto done; /* a list may be cut short: its waits would be too; one stream */
         for (int k = 0; k < ndeps[p]; k++) {
             const int d = deps[(size_t)p * MAXDEP + k];
             const double e = E[d] + cost_us(c, d);
@@ -141,7 +148,7 @@ zci_status cu_plan_streams(cu_ctx *c)
     }
     for (int p = 0; p < np; p++) {
         const int i = g->order[p];
-        if (!side_allowed(c, i) || ndeps[p] >= MAXDEP) continue;
+        if (!side_allowed(c, i)) continue;
         const double cost = cost_us(c, i), slack = crit - (E[i] + L[i]);
         if (slack >= cost) {
             c->side[i] = 1;
