@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/fast_exp.h"
 #include "ops/op.h"
 
 /* Below this many elements a kernel runs on one thread: waking a team costs more than it saves. */
@@ -634,13 +635,7 @@ static inline float exp_core(float x)
     float n = t - magic;
     int32_t k = (int32_t)(float_bits(t) - float_bits(magic));
     float r = x - n * 0.693359375f - n * -2.12194440e-4f; /* ln2 in two parts */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    float p = zci_exp_poly(r);
     int32_t k1 = k / 2;
     return p * bits_to_float((uint32_t)(k1 + 127) << 23) * bits_to_float((uint32_t)(k - k1 + 127) << 23);
 }
