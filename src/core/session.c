@@ -105,22 +105,7 @@ static zci_status summarize_loaded(zci_session *s)
 static double planned_flops(const zci_graph *g)
 {
     double flops = 0;
-    for (int p = 0; p < g->n_order; p++) {
-        const zci_node *n = &g->nodes[g->order[p]];
-        const zci_tensor *out = &g->tensors[n->out[0]];
-        double outs = (double)zci_tensor_numel(out);
-        if (!strcmp(n->op_type, "Conv") && n->n_in >= 2) {
-            const zci_tensor *w = &g->tensors[n->in[1]];
-            double per = 1;
-            for (int d = 1; d < w->ndim; d++) per *= (double)w->dims[d]; /* Cin/group x kernel */
-            flops += 2 * outs * per;
-        } else if ((!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm")) && n->n_in >= 2) {
-            const zci_tensor *a = &g->tensors[n->in[0]];
-            int64_t k = a->ndim ? a->dims[a->ndim - 1] : 1;
-            if (!strcmp(n->op_type, "Gemm") && zci_attr_int(n, "transA", 0, NULL) && a->ndim == 2) k = a->dims[0];
-            flops += 2 * outs * (double)k;
-        }
-    }
+    for (int p = 0; p < g->n_order; p++) flops += zci_node_flops(g, &g->nodes[g->order[p]]);
     return flops;
 }
 

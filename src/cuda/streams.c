@@ -44,12 +44,8 @@ static double cost_us(const cu_ctx *c, int i)
     const zci_graph *g = c->g;
     const zci_node *n = &g->nodes[i];
     if (!launches(c, i)) return 0.0;
-    if (!strcmp(n->op_type, "Conv") && n->n_in > 1 && n->in[1] >= 0 && n->out[0] >= 0) {
-        const zci_tensor *w = &g->tensors[n->in[1]], *y = &g->tensors[n->out[0]];
-        double macs = (double)zci_tensor_numel(y);
-        for (int d = 1; d < w->ndim; d++) macs *= (double)w->dims[d];
-        return 4.0 + 2.0 * macs / 40e12 * 1e6;
-    }
+    if (!strcmp(n->op_type, "Conv") && n->n_in > 1 && n->in[1] >= 0 && n->out[0] >= 0)
+        return 4.0 + zci_node_flops(g, n) / 40e12 * 1e6;
     return 3.0;
 }
 

@@ -433,8 +433,9 @@ static zci_status merge_row_maps(zci_graph *g, int fi, bool *changed)
     return ZCI_OK;
 }
 
-/* Runs one rewrite over every live Concat until none applies. */
-static zci_status each_concat(zci_graph *g, zci_status (*rewrite)(zci_graph *, int, bool *))
+/* Runs one rewrite over every live node of type op_type (NULL: of any type) until none applies,
+ * ordering the graph again after each change. */
+static zci_status each_node(zci_graph *g, const char *op_type, zci_status (*rewrite)(zci_graph *, int, bool *))
 {
     bool changed = true;
     while (changed) {
@@ -442,29 +443,25 @@ static zci_status each_concat(zci_graph *g, zci_status (*rewrite)(zci_graph *, i
         zci_graph_update_uses(g);
         for (int p = 0; p < g->n_order && !changed; p++) {
             zci_node *n = &g->nodes[g->order[p]];
-            if (!n->dead && is_op(n, "Concat")) ZCI_TRY(rewrite(g, g->order[p], &changed));
+            if (!n->dead && (!op_type || is_op(n, op_type))) ZCI_TRY(rewrite(g, g->order[p], &changed));
         }
         if (changed) ZCI_TRY(zci_graph_toposort(g));
     }
     return ZCI_OK;
 }
 
+/* A Conv takes its epilogue; any other node, if it is an activation, may move into a Conv before it. */
+static zci_status fuse_node(zci_graph *g, int i, bool *changed)
+{
+    return is_op(&g->nodes[i], "Conv") ? fuse_conv(g, i, changed) : hoist_activation(g, i, changed);
+}
+
 zci_status zci_graph_fuse(zci_graph *g)
 {
-    bool changed = true;
-    while (changed) {
-        changed = false;
-        zci_graph_update_uses(g);
-        for (int p = 0; p < g->n_order && !changed; p++) {
-            zci_node *n = &g->nodes[g->order[p]];
-            if (!n->dead && is_op(n, "Conv")) ZCI_TRY(fuse_conv(g, g->order[p], &changed));
-            else if (!n->dead) ZCI_TRY(hoist_activation(g, g->order[p], &changed));
-        }
-        if (changed) ZCI_TRY(zci_graph_toposort(g));
-    }
+    ZCI_TRY(each_node(g, NULL, fuse_node));
     if (!getenv("ZCI_NO_ROWMAP")) {
-        ZCI_TRY(each_concat(g, fuse_row_map));
-        ZCI_TRY(each_concat(g, merge_row_maps));
+        ZCI_TRY(each_node(g, "Concat", fuse_row_map));
+        ZCI_TRY(each_node(g, "Concat", merge_row_maps));
     }
     zci_graph_update_uses(g);
     return ZCI_OK;

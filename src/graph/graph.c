@@ -312,6 +312,25 @@ const char *zci_node_desc(const zci_graph *g, const zci_node *n)
     return b;
 }
 
+double zci_node_flops(const zci_graph *g, const zci_node *n)
+{
+    if (n->n_out < 1 || n->out[0] < 0 || n->n_in < 2 || n->in[0] < 0 || n->in[1] < 0) return 0;
+    const double outs = (double)zci_tensor_numel(&g->tensors[n->out[0]]);
+    if (!strcmp(n->op_type, "Conv")) {
+        const zci_tensor *w = &g->tensors[n->in[1]];
+        double per = 1;
+        for (int d = 1; d < w->ndim; d++) per *= (double)w->dims[d]; /* Cin/group x kernel */
+        return 2 * outs * per;
+    }
+    if (!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm")) {
+        const zci_tensor *a = &g->tensors[n->in[0]];
+        int64_t k = a->ndim ? a->dims[a->ndim - 1] : 1;
+        if (!strcmp(n->op_type, "Gemm") && zci_attr_int(n, "transA", 0, NULL) && a->ndim == 2) k = a->dims[0];
+        return 2 * outs * (double)k;
+    }
+    return 0;
+}
+
 zci_status zci_graph_toposort(zci_graph *g)
 {
     int nn = g->n_nodes;

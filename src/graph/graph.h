@@ -164,6 +164,8 @@ void zci_graph_update_uses(zci_graph *g);
 /* Names a node for messages: "node '/model.0/conv/Conv' (Conv, opset 17)". Uses a small
  * rotating static buffer per thread: valid until a few more calls. */
 const char *zci_node_desc(const zci_graph *g, const zci_node *n);
+/* FLOPs of node n as planned: 2 per multiply-add of a Conv, MatMul or Gemm; 0 for other ops. */
+double zci_node_flops(const zci_graph *g, const zci_node *n);
 
 /* Plans the graph for execution, independent of the device:
  * resolves ops (ZCI_UNSUPPORTED naming node, op and opset), sorts, infers shapes, folds
