@@ -33,54 +33,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/conv_igemm.cuh"
 #include "cuda/cuda_debug.h"
-#include "cuda/kernels.cuh"
 
 using namespace zci_cu;
+using namespace zci_igemm;
 
 namespace {
 
 constexpr int kBK = 32;     /* k per tile: 4 chunks of 8 halves */
 constexpr int kTuneLaunches = 8; /* launches per timing while tuning */
-
-/* n / d and n % d for 0 <= n < 2^31 by a multiply and a shift (d > 0, set on the host): the
- * integer divisions of the row set-up were a long dependent chain in a kernel whose small
- * layers are bound by instruction latency. */
-struct fastdiv {
-    uint32_t d, mul, shift;
-};
-
-struct igemm_params {
-    const __half *x;     /* NHWC (N, H, W, C) */
-    const __half *w;     /* (Nc, R, S, C) */
-    const float *bias;   /* Nc, or NULL */
-    const __half *res;   /* residual (M, ldr), or NULL */
-    __half *y;           /* (M, ldy) */
-    float *ws;           /* split-K partials: splits x M x Nc */
-    int *counters;       /* per output tile, zero between launches */
-    int H, W, C, OH, OW;
-    int R, S, sh, sw, ph, pw, dh, dw;
-    int M, Nc, Kg;       /* rows, columns (output channels), R*S*C */
-    int ldy, ldr;        /* channel strides of y and res */
-    int kt_per_split;    /* k tiles per block along z */
-    int act;
-    float alpha, beta;
-    int sum_first;
-    int vec2;            /* y and res may be accessed as half2 */
-    int vec8;            /* y, res and bias may be accessed 8 channels (16 bytes) at a time */
-    fastdiv div_ow, div_oh;
-};
-
-__device__ __forceinline__ uint32_t fdiv(uint32_t n, const fastdiv &f) { return (__umulhi(n, f.mul) + n) >> f.shift; }
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
-{
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    const int n = pred ? 16 : 0; /* 0: the 16 bytes are zero-filled, nothing is read */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+constexpr int kScreenLaunches = 2; /* launches per screening run: every candidate */
+constexpr float kScreenSlack = 1.3f; /* screened within this factor of the fastest: timed properly */
+constexpr int kMaxCands = 96;      /* configurations x splits */
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *smem)
 {
@@ -101,12 +66,7 @@ __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, const uint
 /* Offset of chunk `chunk` (8 halves) of row `row` in a 64-byte-row tile. */
 __device__ __forceinline__ int swz(int row, int chunk) { return row * kBK + ((chunk ^ ((row >> 1) & 3)) << 3); }
 
-/* The activations with their own kernels (the rest share one with a run-time switch): the
- * epilogue is unrolled over every accumulator, and a switch with exp and division in each copy
- * made the kernels tens of KB of straight-line code, which cost more in instruction fetches than
- * the arithmetic. ACT_GENERIC: p.act at run time. */
-enum { A_NONE = 0, A_RELU = 1, A_SILU = 2, A_SIGMOID = 3, A_GENERIC = 4, A_COUNT = 5 };
-
+/* The kernel variant of an activation (conv_igemm.cuh's A_* list). */
 int act_variant(int act)
 {
     switch (act) {
@@ -116,16 +76,6 @@ int act_variant(int act)
     case ZCI_ACT_SIGMOID: return A_SIGMOID;
     default: return A_GENERIC;
     }
-}
-
-template <int ACT> __device__ __forceinline__ float act_fn(const igemm_params &p, float x)
-{
-    if (ACT == A_NONE) return x;
-    if (ACT == A_RELU) return fmaxf(x, 0.f);
-    /* 1 / (1 + e^-x): __frcp_rn of an infinite denominator is 0, so very negative x gives 0 */
-    if (ACT == A_SILU) return x * __frcp_rn(1.f + __expf(-x));
-    if (ACT == A_SIGMOID) return __frcp_rn(1.f + __expf(-x));
-    return activate(p.act, x, p.alpha, p.beta);
 }
 
 /* The epilogue of two adjacent columns (col, col + 1; the second only when col + 1 < Nc). */
@@ -183,7 +133,6 @@ __global__ void __launch_bounds__(WARPS_M *WARPS_N * 32) k_igemm(const igemm_par
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __half *sA = (__half *)smem_raw;
     __half *sB = sA + kStages * BM * kBK;
-    __shared__ int s_last;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp % WARPS_M, wn = warp / WARPS_M;
@@ -194,69 +143,24 @@ __global__ void __launch_bounds__(WARPS_M *WARPS_N * 32) k_igemm(const igemm_par
     const int kt1 = min(KT, kt0 + p.kt_per_split);
     const int nkt = kt1 > kt0 ? kt1 - kt0 : 0;
 
-    /* the rows this thread loads: image offset and the window's top-left corner */
-    int a_base[A_ITERS], a_ih[A_ITERS], a_iw[A_ITERS];
-#pragma unroll
-    for (int i = 0; i < A_ITERS; i++) {
-        const int m = m0 + (tid >> 2) + i * ROWS;
-        if (m < p.M) {
-            const int t = (int)fdiv((uint32_t)m, p.div_ow), ow = m - t * p.OW;
-            const int nb = (int)fdiv((uint32_t)t, p.div_oh), oh = t - nb * p.OH;
-            a_base[i] = nb * p.H * p.W * p.C;
-            a_ih[i] = oh * p.sh - p.ph;
-            a_iw[i] = ow * p.sw - p.pw;
-        } else {
-            a_base[i] = 0;
-            a_ih[i] = -(1 << 29); /* never inside the image */
-            a_iw[i] = 0;
-        }
-    }
-    int b_off[B_ITERS];
-    bool b_ok[B_ITERS];
-#pragma unroll
-    for (int j = 0; j < B_ITERS; j++) {
-        const int n = n0 + (tid >> 2) + j * ROWS;
-        b_ok[j] = n < p.Nc;
-        b_off[j] = b_ok[j] ? n * p.Kg : 0;
-    }
-
-    /* (c, r, s) of the 8 channels this thread loads from the next k tile: divided out once,
-     * then advanced by kBK per tile */
-    int kn = kt0 * kBK + kc * 8, kc_c = 0, kc_r = 0, kc_s = 0;
-    {
-        const int rs = kn / p.C;
-        kc_c = kn - rs * p.C;
-        kc_r = rs / p.S;
-        kc_s = rs - kc_r * p.S;
-    }
+    gather<A_ITERS, B_ITERS> gt;
+    gt.init(p, m0, n0, tid >> 2, ROWS, BN, kt0 * kBK + kc * 8);
     auto load_tile = [&](int stage) {
-        const bool kok = kn < p.Kg;
-        const int dih = kc_r * p.dh, diw = kc_s * p.dw;
         __half *tA = sA + stage * BM * kBK;
 #pragma unroll
         for (int i = 0; i < A_ITERS; i++) {
-            const int row = (tid >> 2) + i * ROWS;
-            const int ih = a_ih[i] + dih, iw = a_iw[i] + diw;
-            const bool ok = kok && (unsigned)ih < (unsigned)p.H && (unsigned)iw < (unsigned)p.W;
-            const __half *src = ok ? p.x + a_base[i] + (ih * p.W + iw) * p.C + kc_c : p.x;
-            cp_async16(tA + swz(row, kc), src, ok);
+            bool ok;
+            const __half *src = gt.a_src(p, i, ok);
+            cp_async16(tA + swz((tid >> 2) + i * ROWS, kc), src, ok);
         }
         __half *tB = sB + stage * BN * kBK;
 #pragma unroll
         for (int j = 0; j < B_ITERS; j++) {
-            const int row = (tid >> 2) + j * ROWS;
-            const bool ok = kok && b_ok[j];
-            cp_async16(tB + swz(row, kc), ok ? p.w + b_off[j] + kn : p.w, ok);
+            bool ok;
+            const __half *src = gt.b_src(p, j, ok);
+            cp_async16(tB + swz((tid >> 2) + j * ROWS, kc), src, ok);
         }
-        kn += kBK;
-        kc_c += kBK;
-        while (kc_c >= p.C) {
-            kc_c -= p.C;
-            if (++kc_s == p.S) {
-                kc_s = 0;
-                kc_r++;
-            }
-        }
+        gt.advance(p, kBK);
     };
 
     float acc[MT][NT][4];
@@ -312,127 +216,17 @@ __global__ void __launch_bounds__(WARPS_M *WARPS_N * 32) k_igemm(const igemm_par
     constexpr int LDS = BN + 4;
     float *sC = (float *)smem_raw;
     const int g = lane >> 2, t4 = lane & 3;
-    const int splits = (int)gridDim.z;
-    if (splits > 1) {
-        float *mine = p.ws + (size_t)blockIdx.z * p.M * p.Nc;
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int nt = 0; nt < NT; nt++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int row = m0 + wm * WM + mt * 16 + g + h * 8;
-                    const int col = n0 + wn * WN + nt * 8 + t4 * 2;
-                    if (row >= p.M) continue;
-                    if (col < p.Nc) mine[(size_t)row * p.Nc + col] = acc[mt][nt][2 * h];
-                    if (col + 1 < p.Nc) mine[(size_t)row * p.Nc + col + 1] = acc[mt][nt][2 * h + 1];
-                }
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) {
-            const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-            const int prev = atomicAdd(&p.counters[tile], 1);
-            s_last = prev == splits - 1;
-            if (s_last) p.counters[tile] = 0; /* every block of the tile has arrived */
-        }
-        __syncthreads();
-        if (!s_last) return;
-        __threadfence();
-        /* the tile's partials in split order, this block's own too: the same sum whichever
-         * block arrives last */
-#pragma unroll 1
-        for (int e0 = tid; e0 < BM * BN; e0 += 4 * THREADS) {
-            /* four elements per thread per pass, every split's load issued before the sums:
-             * the partials come from L2, and one load at a time left the block waiting */
-            float v[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll 1
-            for (int z0 = 0; z0 < splits; z0 += 4) {
-                float part[4][4];
-#pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const int e = e0 + u * THREADS, r = e / BN, row = m0 + r, col = n0 + e % BN;
-                    const bool ok = e < BM * BN && row < p.M && col < p.Nc;
-#pragma unroll
-                    for (int z = 0; z < 4; z++)
-                        part[u][z] = ok && z0 + z < splits ? __ldcg(p.ws + ((size_t)(z0 + z) * p.M + row) * p.Nc + col) : 0.f;
-                }
-#pragma unroll
-                for (int u = 0; u < 4; u++)
-#pragma unroll
-                    for (int z = 0; z < 4; z++) v[u] += part[u][z];
+            for (int h = 0; h < 2; h++) {
+                const int r = wm * WM + mt * 16 + g + h * 8, cc = wn * WN + nt * 8 + t4 * 2;
+                *(float2 *)&sC[r * LDS + cc] = make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
             }
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const int e = e0 + u * THREADS;
-                if (e < BM * BN) sC[(e / BN) * LDS + e % BN] = v[u];
-            }
-        }
-    } else {
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int r = wm * WM + mt * 16 + g + h * 8, cc = wn * WN + nt * 8 + t4 * 2;
-                    *(float2 *)&sC[r * LDS + cc] = make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
-                }
-    }
     __syncthreads();
-#pragma unroll 1
-    for (int e = tid; e < BM * BN / 8; e += THREADS) {
-        const int r = e / (BN / 8), c8 = (e % (BN / 8)) * 8;
-        const int row = m0 + r, col = n0 + c8;
-        if (row >= p.M || col >= p.Nc) continue;
-        if (p.vec8 && col + 8 <= p.Nc) {
-            const float4 lo = *(const float4 *)&sC[r * LDS + c8], hi = *(const float4 *)&sC[r * LDS + c8 + 4];
-            float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-            if (p.bias) {
-                const float4 b0 = *(const float4 *)(p.bias + col), b1 = *(const float4 *)(p.bias + col + 4);
-                v[0] += b0.x; v[1] += b0.y; v[2] += b0.z; v[3] += b0.w;
-                v[4] += b1.x; v[5] += b1.y; v[6] += b1.z; v[7] += b1.w;
-            }
-            float rv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-            if (p.res) {
-                const uint4 raw = *(const uint4 *)(p.res + (size_t)row * p.ldr + col);
-                const __half2 *h2 = (const __half2 *)&raw;
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const float2 f = __half22float2(h2[j]);
-                    rv[2 * j] = f.x;
-                    rv[2 * j + 1] = f.y;
-                }
-            }
-            uint4 out;
-            __half2 *o2 = (__half2 *)&out;
-#pragma unroll
-            for (int j = 0; j < 8; j += 2) {
-                float a = v[j], b = v[j + 1];
-                if (p.sum_first) {
-                    a += rv[j];
-                    b += rv[j + 1];
-                }
-                a = act_fn<ACT>(p, a);
-                b = act_fn<ACT>(p, b);
-                if (!p.sum_first) {
-                    a += rv[j];
-                    b += rv[j + 1];
-                }
-                o2[j / 2] = __floats2half2_rn(a, b);
-            }
-            *(uint4 *)(p.y + (size_t)row * p.ldy + col) = out;
-        } else {
-#pragma unroll 1
-            for (int j = 0; j < 8 && col + j < p.Nc; j++) {
-                float a = sC[r * LDS + c8 + j] + (p.bias ? p.bias[col + j] : 0.f);
-                const float rj = p.res ? __half2float(p.res[(size_t)row * p.ldr + col + j]) : 0.f;
-                if (p.sum_first) a += rj;
-                a = act_fn<ACT>(p, a);
-                if (!p.sum_first) a += rj;
-                p.y[(size_t)row * p.ldy + col + j] = __float2half_rn(a);
-            }
-        }
-    }
+    tile_epilogue<BM, BN, THREADS, ACT>(p, sC, m0, n0);
 }
 
 /* The same function one output element per thread, with no alignment or channel-count needs:
@@ -461,16 +255,9 @@ __global__ void k_conv_direct(const igemm_params p)
     store2<A_GENERIC>(q, row, col, sum, 0.f);
 }
 
-typedef void (*kernel_fn)(igemm_params);
-
-struct tile_cfg {
-    int bm, bn, threads, stages;
-    kernel_fn fn[A_COUNT]; /* per act_variant */
-};
-
 #define CFG(BM, BN, WM_, WN_, ST)                                                                                      \
     {                                                                                                                  \
-        BM, BN, WM_ * WN_ * 32, ST,                                                                                    \
+        BM, BN, WM_ * WN_ * 32, ST, kBK,                                                                               \
         {                                                                                                              \
             k_igemm<BM, BN, WM_, WN_, ST, A_NONE>, k_igemm<BM, BN, WM_, WN_, ST, A_RELU>,                              \
                 k_igemm<BM, BN, WM_, WN_, ST, A_SILU>, k_igemm<BM, BN, WM_, WN_, ST, A_SIGMOID>,                        \
@@ -494,14 +281,6 @@ const tile_cfg kCfgs[] = {
 #undef CFG
 constexpr int kNumCfgs = (int)(sizeof kCfgs / sizeof kCfgs[0]);
 
-/* The pipeline's stages, or the FP32 output tile of the epilogue if that is larger. */
-size_t smem_bytes(const tile_cfg &t)
-{
-    const size_t pipe = (size_t)t.stages * (t.bm + t.bn) * kBK * sizeof(__half);
-    const size_t out = (size_t)t.bm * (t.bn + 4) * sizeof(float);
-    return pipe > out ? pipe : out;
-}
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 fastdiv make_fastdiv(uint32_t d)
@@ -518,6 +297,37 @@ fastdiv make_fastdiv(uint32_t d)
 
 /* ---------------------------------------------------------------- host side */
 
+/* Configuration numbers: kCfgs' first, then conv_wgmma.cu's (Hopper only). The numbers are kept
+ * in engine files, so new configurations go at the end. */
+static const tile_cfg *cfg_at(int i)
+{
+    if (i < kNumCfgs) return &kCfgs[i];
+    int nw = 0;
+    const tile_cfg *w = cu_wgmma_configs(&nw);
+    return i - kNumCfgs < nw ? &w[i - kNumCfgs] : nullptr;
+}
+
+/* Whether the current device runs the wgmma kernels: their only code is sm_90a, which runs on
+ * compute capability 9.0 alone. ZCI_CUDA_NO_WGMMA=1 leaves them out (an A/B switch). */
+static bool wgmma_usable(void)
+{
+    const char *env = getenv("ZCI_CUDA_NO_WGMMA");
+    if (env && env[0] == '1') return false;
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+        return false;
+    return major == 9 && minor == 0;
+}
+
+/* The configurations the current device can run: kCfgs, and the wgmma ones on a Hopper GPU. */
+static int usable_cfgs(void)
+{
+    int nw = 0;
+    cu_wgmma_configs(&nw);
+    return kNumCfgs + (wgmma_usable() ? nw : 0);
+}
+
 struct cu_igemm {
     igemm_params p;   /* geometry and epilogue; pointers filled per launch */
     int cfg;          /* kCfgs index, or -1: the direct kernel */
@@ -529,10 +339,11 @@ struct cu_igemm {
  * included) a kernel must opt in, and 128x128 tiles need exactly 48 KB plus the static flag. */
 static zci_status allow_smem(void)
 {
-    for (int i = 0; i < kNumCfgs; i++)
+    const int n = usable_cfgs();
+    for (int i = 0; i < n; i++)
         for (int a = 0; a < A_COUNT; a++) {
-            cudaError_t e = cudaFuncSetAttribute(kCfgs[i].fn[a], cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 (int)smem_bytes(kCfgs[i]));
+            cudaError_t e = cudaFuncSetAttribute(cfg_at(i)->fn[a], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 (int)smem_bytes(*cfg_at(i)));
             if (e != cudaSuccess) return cu_cuda_error(e, "cudaFuncSetAttribute (convolution kernel)");
         }
     return ZCI_OK;
@@ -559,9 +370,9 @@ static void launch_cfg(const igemm_params &p, int cfg, int splits, cudaStream_t 
         k_conv_direct<<<(unsigned)ceil_div(n, 128), 128, 0, st>>>(p);
         return;
     }
-    const tile_cfg &t = kCfgs[cfg];
+    const tile_cfg &t = *cfg_at(cfg);
     igemm_params q = p;
-    const int KT = (int)ceil_div(p.Kg, kBK);
+    const int KT = (int)ceil_div(p.Kg, t.bk);
     q.kt_per_split = (int)ceil_div(KT, splits);
     dim3 grid((unsigned)ceil_div(p.M, t.bm), (unsigned)ceil_div(p.Nc, t.bn), (unsigned)splits);
     t.fn[act_variant(p.act)]<<<grid, t.threads, smem_bytes(t), st>>>(q);
@@ -719,9 +530,10 @@ extern "C" zci_status cu_igemm_tune(cu_ctx *c, const zci_node *n, cu_igemm *g, c
         if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess)
             sms = v;
     }
-    const int KT = (int)ceil_div(p.Kg, kBK);
-    /* a choice from an engine file, or from an equal convolution planned earlier */
-    if (forced_cfg >= -1 && forced_cfg < kNumCfgs && forced_splits >= 1) {
+    const int ncfg = usable_cfgs();
+    /* a choice from an engine file, or from an equal convolution planned earlier (an engine
+     * file's wgmma choice on a device without them is tuned anew) */
+    if (forced_cfg >= -1 && forced_cfg < ncfg && forced_splits >= 1) {
         g->cfg = forced_cfg;
         g->splits = forced_cfg < 0 ? 1 : forced_splits;
     } else {
@@ -735,18 +547,34 @@ extern "C" zci_status cu_igemm_tune(cu_ctx *c, const zci_node *n, cu_igemm *g, c
             g->splits = tu->t[found].splits;
             if (best_us) *best_us = tu->t[found].us;
         } else {
-            /* time every candidate on the session's buffers: one warm-up launch, then the better
-             * of two runs of kTuneLaunches launches */
+            /* time the candidates on the session's buffers: each with one warm-up launch and a
+             * short screening run, then those within kScreenSlack of the fastest screened with
+             * the better of two runs of kTuneLaunches launches (the screen saves most of the
+             * planning time of the many candidates that are far off) */
+            struct cand {
+                int cfg, splits;
+                float screen_ms;
+            };
+            cand cands[kMaxCands];
+            int n_cands = 0;
             size_t ws_need = 0;
-            for (int i = 0; i < kNumCfgs; i++) {
+            for (int i = 0; i < ncfg; i++) {
+                const tile_cfg &t = *cfg_at(i);
+                const int64_t blocks = ceil_div(p.M, t.bm) * ceil_div(p.Nc, t.bn);
+                if (blocks > 65535LL * 65535LL) continue;
+                /* shapes that waste most of a tile on padding are never fastest */
+                if (t.bn > 32 && p.Nc <= t.bn / 2) continue;
+                if (t.bm >= 128 && p.M <= t.bm / 2) continue;
                 int so[8];
-                const int64_t blocks = ceil_div(p.M, kCfgs[i].bm) * ceil_div(p.Nc, kCfgs[i].bn);
-                int ns = split_options(blocks, KT, sms, so);
-                for (int k = 0; k < ns; k++)
-                    if (so[k] > 1 && blocks <= CU_IGEMM_MAX_TILES) {
+                int ns = split_options(blocks, (int)ceil_div(p.Kg, t.bk), sms, so);
+                for (int k = 0; k < ns && n_cands < kMaxCands; k++) {
+                    if (so[k] > 1 && blocks > CU_IGEMM_MAX_TILES) continue;
+                    cands[n_cands++] = {i, so[k], 0.f};
+                    if (so[k] > 1) {
                         size_t b = (size_t)so[k] * p.M * p.Nc * sizeof(float);
                         if (b > ws_need) ws_need = b;
                     }
+                }
             }
             ZCI_TRY(tuning_scratch(c, ws_need));
             p.ws = (float *)tu->ws;
@@ -755,46 +583,41 @@ extern "C" zci_status cu_igemm_tune(cu_ctx *c, const zci_node *n, cu_igemm *g, c
             cudaEvent_t e0, e1;
             CU_TRY(cudaEventCreate(&e0));
             CU_TRY(cudaEventCreate(&e1));
-            float best = 1e30f;
+            /* the mean time of n back-to-back launches (the GPU at its working clock, launch
+             * latency hidden), the better of `reps` runs */
+            auto time_cand = [&](const cand &cd, int n, int reps, float *ms_out) -> zci_status {
+                float ms_best = 1e30f;
+                for (int rep = 0; rep < reps; rep++) {
+                    cudaEventRecord(e0, st);
+                    for (int l = 0; l < n; l++) launch_cfg(p, cd.cfg, cd.splits, st);
+                    cudaEventRecord(e1, st);
+                    cudaError_t e = cudaEventSynchronize(e1);
+                    if (e == cudaSuccess) e = cudaGetLastError();
+                    if (e != cudaSuccess) return cu_cuda_error(e, "convolution kernel (tuning)");
+                    float ms = 0.f;
+                    cudaEventElapsedTime(&ms, e0, e1);
+                    ms /= n;
+                    if (ms < ms_best) ms_best = ms;
+                }
+                *ms_out = ms_best;
+                return ZCI_OK;
+            };
+            float best = 1e30f, screen_best = 1e30f;
             int best_cfg = -1, best_splits = 1;
             zci_status r = ZCI_OK;
-            for (int i = 0; i < kNumCfgs && r == ZCI_OK; i++) {
-                const int64_t blocks = ceil_div(p.M, kCfgs[i].bm) * ceil_div(p.Nc, kCfgs[i].bn);
-                if (blocks > 65535LL * 65535LL) continue;
-                /* shapes that waste most of a tile on padding are never fastest */
-                if (kCfgs[i].bn > 32 && p.Nc <= kCfgs[i].bn / 2) continue;
-                if (kCfgs[i].bm >= 128 && p.M <= kCfgs[i].bm / 2) continue;
-                int so[8];
-                int ns = split_options(blocks, KT, sms, so);
-                for (int k = 0; k < ns && r == ZCI_OK; k++) {
-                    if (so[k] > 1 && blocks > CU_IGEMM_MAX_TILES) continue;
-                    launch_cfg(p, i, so[k], st);
-                    cudaError_t e = cudaGetLastError();
-                    if (e != cudaSuccess) {
-                        r = cu_cuda_error(e, "convolution kernel (tuning)");
-                        break;
-                    }
-                    /* back-to-back launches: the GPU at its working clock, launch latency hidden */
-                    float ms_best = 1e30f;
-                    for (int rep = 0; rep < 2; rep++) {
-                        cudaEventRecord(e0, st);
-                        for (int l = 0; l < kTuneLaunches; l++) launch_cfg(p, i, so[k], st);
-                        cudaEventRecord(e1, st);
-                        e = cudaEventSynchronize(e1);
-                        if (e != cudaSuccess) {
-                            r = cu_cuda_error(e, "convolution kernel (tuning)");
-                            break;
-                        }
-                        float ms = 0.f;
-                        cudaEventElapsedTime(&ms, e0, e1);
-                        ms /= kTuneLaunches;
-                        if (ms < ms_best) ms_best = ms;
-                    }
-                    if (r == ZCI_OK && ms_best < best) {
-                        best = ms_best;
-                        best_cfg = i;
-                        best_splits = so[k];
-                    }
+            for (int k = 0; k < n_cands && r == ZCI_OK; k++) {
+                launch_cfg(p, cands[k].cfg, cands[k].splits, st); /* warm-up */
+                r = time_cand(cands[k], kScreenLaunches, 1, &cands[k].screen_ms);
+                if (r == ZCI_OK && cands[k].screen_ms < screen_best) screen_best = cands[k].screen_ms;
+            }
+            for (int k = 0; k < n_cands && r == ZCI_OK; k++) {
+                if (cands[k].screen_ms > screen_best * kScreenSlack) continue;
+                float ms = 0.f;
+                r = time_cand(cands[k], kTuneLaunches, 2, &ms);
+                if (r == ZCI_OK && ms < best) {
+                    best = ms;
+                    best_cfg = cands[k].cfg;
+                    best_splits = cands[k].splits;
                 }
             }
             cudaEventDestroy(e0);
@@ -819,7 +642,7 @@ extern "C" zci_status cu_igemm_tune(cu_ctx *c, const zci_node *n, cu_igemm *g, c
         }
     }
     if (g->cfg >= 0) {
-        const int64_t blocks = ceil_div(p.M, kCfgs[g->cfg].bm) * ceil_div(p.Nc, kCfgs[g->cfg].bn);
+        const int64_t blocks = ceil_div(p.M, cfg_at(g->cfg)->bm) * ceil_div(p.Nc, cfg_at(g->cfg)->bn);
         if (g->splits > 1 && blocks > CU_IGEMM_MAX_TILES) g->splits = 1;
         g->ws_bytes = g->splits > 1 ? (size_t)g->splits * p.M * p.Nc * sizeof(float) : 0;
         if (g->ws_bytes) cu_need_workspace(c, g->ws_bytes);
@@ -851,17 +674,19 @@ extern "C" zci_status cu_igemm_launch(cu_ctx *c, const zci_node *n, cu_igemm *g,
 extern "C" const char *cu_igemm_describe(const cu_igemm *g, char *buf, size_t size)
 {
     if (g->cfg < 0) snprintf(buf, size, "direct");
-    else snprintf(buf, size, "%dx%d tiles, split %d", kCfgs[g->cfg].bm, kCfgs[g->cfg].bn, g->splits);
+    else
+        snprintf(buf, size, "%dx%d tiles%s, split %d", cfg_at(g->cfg)->bm, cfg_at(g->cfg)->bn,
+                 cfg_at(g->cfg)->bk == 64 ? " (wgmma)" : "", g->splits);
     return buf;
 }
 
 /* ---------------------------------------------------------------- test hook (cuda_debug.h) */
 
-extern "C" int zci_cuda_igemm_configs(void) { return kNumCfgs; }
+extern "C" int zci_cuda_igemm_configs(void) { return usable_cfgs(); }
 
 extern "C" zci_status zci_cuda_igemm_test_run(const zci_igemm_test *t, int cfg, int splits, uint16_t *y_host, float *us)
 {
-    if (!t || !y_host || cfg < -1 || cfg >= kNumCfgs || splits < 1 || t->C % 8 || t->ldy < t->Nc)
+    if (!t || !y_host || cfg < -1 || cfg >= usable_cfgs() || splits < 1 || t->C % 8 || t->ldy < t->Nc)
         return zci_error(ZCI_INVALID_ARGUMENT, "zci_cuda_igemm_test_run: bad arguments");
     igemm_params p;
     memset(&p, 0, sizeof p);
@@ -905,7 +730,7 @@ extern "C" zci_status zci_cuda_igemm_test_run(const zci_igemm_test *t, int cfg, 
         p.counters = counters;
         p.vec2 = p.ldy % 2 == 0 && p.ldr % 2 == 0;
         p.vec8 = vec8_ok(p);
-        const int64_t tiles = cfg < 0 ? 0 : ceil_div(p.M, kCfgs[cfg].bm) * ceil_div(p.Nc, kCfgs[cfg].bn);
+        const int64_t tiles = cfg < 0 ? 0 : ceil_div(p.M, cfg_at(cfg)->bm) * ceil_div(p.Nc, cfg_at(cfg)->bn);
         if (splits > 1 && tiles > CU_IGEMM_MAX_TILES) splits = 1;
         st = allow_smem();
         /* twice: the second launch finds the counters the first one left (they must be zero) */
