@@ -235,8 +235,11 @@ static zci_status plan_memory(cu_ctx *c)
     if (st == ZCI_OK) {
         for (int t = 0; t < nt; t++) {
             const zci_tensor *x = &g->tensors[t];
-            if (x->kind == ZCI_TENSOR_ACTIVATION && !x->is_output && c->alias[t] < 0 && x->producer >= 0)
+            if (x->kind == ZCI_TENSOR_ACTIVATION && !x->is_output && c->alias[t] < 0 && x->producer >= 0) {
                 size[t] = (size_t)zci_tensor_numel(x) * cu_esize(c, t);
+                if (c->slice_ld && c->slice_ld[t] && x->ndim == 4) /* rows padded (cu_plan_padded_heads) */
+                    size[t] = size[t] / (size_t)x->dims[1] * (size_t)c->slice_ld[t];
+            }
         }
         st = zci_memplan_spans(g, size, c->alias, c->alias_off, c->span_lo, c->span_hi, CU_ALIGN, offset,
                                &c->arena_size);
@@ -481,6 +484,11 @@ static zci_status settle_streams(cu_ctx *c, float one_ms)
         zci_log(c->verbose, "CUDA: the second stream is on (ZCI_CUDA_STREAMS=2)");
         return ZCI_OK;
     }
+    if (c->from_engine) { /* the engine file keeps the timing's decision */
+        c->use_side = c->engine_side;
+        zci_log(c->verbose, "CUDA: the second stream is %s, as the engine file says", c->use_side ? "on" : "off");
+        return ZCI_OK;
+    }
     const int variant = c->conv_variant;
     float two_ms = 0.f;
     if (one_ms <= 0.f) ZCI_TRY(time_variant(c, variant, 0, &one_ms));
@@ -614,6 +622,7 @@ static zci_status prepare_ctx(cu_ctx *c)
     ZCI_TRY(cu_plan_layout(c));
     log_memory(c, "layout conversions", &mem);
     ZCI_TRY(cu_plan_concat_in_place(c));
+    ZCI_TRY(cu_plan_padded_heads(c));
     ZCI_TRY(cu_plan_streams(c));
     ZCI_TRY(plan_memory(c));
     log_memory(c, "activation arena", &mem);
@@ -644,13 +653,15 @@ static zci_status prepare_ctx(cu_ctx *c)
 }
 
 /* ---- engine files: the kernel choices of our convolutions (conv_igemm.cu) ----
- * Blob: u32 magic, u32 version, u32 count, then per convolution five int32: its position in the
+ * Blob: u32 magic, u32 version, u32 count, u32 flags (bit 0: the second stream is on, as the
+ * timing at planning decided), then per convolution five int32: its position in the
  * execution order (engine files store the nodes in that order),
  * kernel configuration, k split, and the output's rows and channels (a check that the entry
  * belongs to this node); then the cuDNN plans (cu_fused_export's section). All little-endian, as
  * the engine file. */
 #define IGEMM_BLOB_MAGIC 0x4749435au /* "ZCIG" */
-#define IGEMM_BLOB_VERSION 2u
+#define IGEMM_BLOB_VERSION 3u
+#define BLOB_HEAD 16 /* bytes */
 
 static zci_status cuda_export_blob(zci_session *s, void **data, size_t *size)
 {
@@ -667,7 +678,7 @@ static zci_status cuda_export_blob(zci_session *s, void **data, size_t *size)
     unsigned char *plans = NULL;
     size_t plans_size = 0;
     ZCI_TRY(cu_fused_export(c, &plans, &plans_size));
-    size_t bytes = 12 + (size_t)count * 20 + plans_size;
+    size_t bytes = BLOB_HEAD + (size_t)count * 20 + plans_size;
     int32_t *b = zci_malloc(bytes, "engine blob");
     if (!b) {
         free(plans);
@@ -676,7 +687,8 @@ static zci_status cuda_export_blob(zci_session *s, void **data, size_t *size)
     b[0] = (int32_t)IGEMM_BLOB_MAGIC;
     b[1] = (int32_t)IGEMM_BLOB_VERSION;
     b[2] = count;
-    int k = 3;
+    b[3] = c->use_side ? 1 : 0;
+    int k = 4;
     for (int p = 0; p < g->n_order; p++) {
         const int i = g->order[p];
         int cfg, splits;
@@ -689,7 +701,7 @@ static zci_status cuda_export_blob(zci_session *s, void **data, size_t *size)
         b[k++] = (int32_t)(y->dims[0] * y->dims[2] * y->dims[3]);
         b[k++] = (int32_t)y->dims[1];
     }
-    memcpy((unsigned char *)b + 12 + (size_t)count * 20, plans, plans_size);
+    memcpy((unsigned char *)b + BLOB_HEAD + (size_t)count * 20, plans, plans_size);
     free(plans);
     *data = b;
     *size = bytes;
@@ -701,17 +713,18 @@ static zci_status cuda_export_blob(zci_session *s, void **data, size_t *size)
 static zci_status read_blob(cu_ctx *c, const void *blob, size_t size)
 {
     const zci_graph *g = c->g;
-    if (size < 12) return zci_error(ZCI_INVALID_MODEL, "engine file: the CUDA backend's state is %zu bytes, too short", size);
-    uint32_t head[3];
+    if (size < BLOB_HEAD)
+        return zci_error(ZCI_INVALID_MODEL, "engine file: the CUDA backend's state is %zu bytes, too short", size);
+    uint32_t head[4];
     memcpy(head, blob, sizeof head);
     if (head[0] != IGEMM_BLOB_MAGIC || head[1] != IGEMM_BLOB_VERSION)
         return zci_error(ZCI_INVALID_MODEL, "engine file: the CUDA backend's state has an unknown format (version %u); "
                                             "rebuild the engine with this version of zcinfer", head[1]);
-    if (head[2] > (uint32_t)g->n_order || size < 12 + (size_t)head[2] * 20 + 4)
+    if (head[2] > (uint32_t)g->n_order || head[3] > 1 || size < BLOB_HEAD + (size_t)head[2] * 20 + 4)
         return zci_error(ZCI_INVALID_MODEL, "engine file: the CUDA backend's state holds %u entries in %zu bytes", head[2], size);
     c->igemm_forced = zci_calloc((size_t)g->n_nodes + 1, sizeof *c->igemm_forced, "engine state");
     if (!c->igemm_forced) return ZCI_OUT_OF_MEMORY;
-    const unsigned char *p = (const unsigned char *)blob + 12;
+    const unsigned char *p = (const unsigned char *)blob + BLOB_HEAD;
     for (uint32_t e = 0; e < head[2]; e++, p += 20) {
         int32_t v[5];
         memcpy(v, p, sizeof v);
@@ -724,7 +737,8 @@ static zci_status read_blob(cu_ctx *c, const void *blob, size_t size)
         c->igemm_forced[g->order[v[0]]] = (v[1] + 2) + 64 * v[2];
     }
     c->from_engine = 1;
-    const size_t at = 12 + (size_t)head[2] * 20;
+    c->engine_side = (int)(head[3] & 1);
+    const size_t at = BLOB_HEAD + (size_t)head[2] * 20;
     return cu_fused_import(c, (const unsigned char *)blob + at, size - at);
 }
 

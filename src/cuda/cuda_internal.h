@@ -118,6 +118,7 @@ struct cu_ctx {
     unsigned char *side;     /* per graph node: runs on the side stream (NULL: none does) */
     int n_side;
     int use_side;            /* captures fork onto the side stream (timed at planning) */
+    int engine_side;         /* an engine file's use_side */
     unsigned char *record;   /* per graph node: records node_ev (a reader runs on the other stream) */
     int *wait_start, *wait_list; /* per position: the nodes whose events it waits for (CSR) */
     int *span_lo, *span_hi;  /* per position: where its node may run, for the memory plan */
@@ -171,6 +172,12 @@ void cu_reorder_krsc(const zci_tensor *w, int64_t cp, int half, void *host);
  * (c->slice_ld, c->alias/alias_off for the memory plan) and the Concat node launches nothing.
  * ZCI_CUDA_NO_CONCAT_IN_PLACE=1: off. After cu_plan_layout, before the memory plan. */
 zci_status cu_plan_concat_in_place(cu_ctx *c);
+/* Pads the rows of head convolutions' outputs (channels not a multiple of 8, read only through a
+ * view_nhwc) to a multiple of 8 channels: slice_ld without an alias. After
+ * cu_plan_concat_in_place; ZCI_CUDA_NO_PAD_HEADS=1 turns it off. */
+zci_status cu_plan_padded_heads(cu_ctx *c);
+/* The padded channel stride of view t's source (cu_plan_padded_heads), or 0. */
+int cu_view_source_ld(const cu_ctx *c, int t);
 /* Queues the node at execution position p, then the conversions of its outputs. */
 zci_status cu_launch_node(cu_ctx *c, int p, cudaStream_t stream);
 /* Queues the conversions of model inputs and constants (the start of a run's body). */

@@ -706,10 +706,15 @@ zci_status zci_cuda_read_tensor(zci_session *s, int t, void *host, size_t bytes)
     if (!tmp) st = ZCI_OUT_OF_MEMORY;
     if (st == ZCI_OK) {
         cudaError_t e;
+        const int view_ld = cu_view_source_ld(c, t);
         if (c->slice_ld && c->slice_ld[t] && x->ndim == 4) { /* a Concat input's channels of the wider buffer */
             const size_t row = (size_t)x->dims[1] * cu_esize(c, t);
             e = cudaMemcpy2D(tmp, row, c->ptr[t], (size_t)c->slice_ld[t] * cu_esize(c, t), row,
                              (size_t)(x->dims[0] * x->dims[2] * x->dims[3]), cudaMemcpyDeviceToHost);
+        } else if (view_ld && x->ndim == 5) { /* a head's view of padded rows: the rows without their padding */
+            const size_t row = (size_t)(x->dims[1] * x->dims[2]) * cu_esize(c, t);
+            e = cudaMemcpy2D(tmp, row, c->ptr[t], (size_t)view_ld * cu_esize(c, t), row,
+                             (size_t)(x->dims[0] * x->dims[3] * x->dims[4]), cudaMemcpyDeviceToHost);
         } else {
             e = cudaMemcpy(tmp, c->ptr[t], dbytes, cudaMemcpyDeviceToHost);
         }
@@ -719,6 +724,12 @@ zci_status zci_cuda_read_tensor(zci_session *s, int t, void *host, size_t bytes)
     if (tmp != host) free(tmp);
     int64_t vs[5];
     if (st == ZCI_OK && cu_view_nhwc_strides(c, t, vs)) { /* a head's view of NHWC bytes: gathered */
+        if (cu_view_source_ld(c, t)) { /* copied above without the padding: packed NHWC strides */
+            const int64_t C = x->dims[1] * x->dims[2];
+            vs[0] = x->dims[3] * x->dims[4] * C;
+            vs[3] = x->dims[4] * C;
+            vs[4] = C;
+        }
         size_t es = zci_dtype_size(x->dtype);
         char *copy = zci_malloc(bytes ? bytes : 1, "tensor copy");
         if (!copy) st = ZCI_OUT_OF_MEMORY;
