@@ -9,7 +9,8 @@
 # --no-peers skips the PyTorch peers; --ab adds yolov5s FP16 benchmarks with every convolution on
 # cuDNN (ZCI_CUDA_CONV=cudnn, batch 1 and 32) or on our kernel (ZCI_CUDA_CONV=igemm), and each
 # convolution's timed choice, one stream only (ZCI_CUDA_STREAMS=1) against the planned side stream,
-# and the regular path without early output rows (ZCI_CUDA_NO_EARLY_OUTPUT=1).
+# the regular path without early output rows (ZCI_CUDA_NO_EARLY_OUTPUT=1), and batch 32 without the
+# wgmma kernels (ZCI_CUDA_NO_WGMMA=1) or without the heads' padded rows (ZCI_CUDA_NO_PAD_HEADS=1).
 # --quick tests three models only; --profile adds gpu_profile's node times of yolov5s (FP16,
 # FP32) and Nsight Compute's kernel list of one FP16 inference.
 # Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
@@ -129,9 +130,12 @@ if [ $BENCH = 1 ]; then
         STEP_TIMEOUT=90 step bench_fp16_onestream env ZCI_CUDA_STREAMS=1 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
         STEP_TIMEOUT=90 step bench_fp16_b32_onestream env ZCI_CUDA_STREAMS=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
         STEP_TIMEOUT=90 step bench_fp16_noearly env ZCI_CUDA_NO_EARLY_OUTPUT=1 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+        STEP_TIMEOUT=90 step bench_fp16_b32_nowgmma env ZCI_CUDA_NO_WGMMA=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
+        STEP_TIMEOUT=90 step bench_fp16_b32_nopadheads env ZCI_CUDA_NO_PAD_HEADS=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
         STEP_TIMEOUT=60 step verbose_fp16 "$BUILD/zcinfer" run $Y --device cuda --fp16 -v
         for f in bench_fp16_cudnn bench_fp16_igemm bench_fp16_b32_cudnn bench_fp16_norowmap bench_fp16_b32_norowmap \
-                 bench_fp16_onestream bench_fp16_b32_onestream bench_fp16_noearly; do
+                 bench_fp16_onestream bench_fp16_b32_onestream bench_fp16_noearly bench_fp16_b32_nowgmma \
+                 bench_fp16_b32_nopadheads; do
             echo "== A/B $f"; grep -hE "creation|GPU time|host buffers, wall" "$LOG/$f.log"
         done
         echo "== per-convolution choice (cuDNN fused graph or our kernel), batch 1"
