@@ -5,6 +5,7 @@
 #         -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build-cuda -j).
 #
 #   scripts/gpu_tests.sh [--build DIR] [--quick] [--no-bench] [--no-peers] [--ab] [--compile] [--profile]
+#                        [--trained]
 #
 # --no-peers skips the PyTorch peers; --ab adds yolov5s FP16 benchmarks with every convolution on
 # cuDNN (ZCI_CUDA_CONV=cudnn, batch 1 and 32) or on our kernel (ZCI_CUDA_CONV=igemm), and each
@@ -12,7 +13,9 @@
 # the regular path without early output rows (ZCI_CUDA_NO_EARLY_OUTPUT=1), and batch 32 without the
 # wgmma kernels (ZCI_CUDA_NO_WGMMA=1) or without the heads' padded rows (ZCI_CUDA_NO_PAD_HEADS=1).
 # --quick tests three models only; --profile adds gpu_profile's node times of yolov5s (FP16,
-# FP32) and Nsight Compute's kernel list of one FP16 inference.
+# FP32) and Nsight Compute's kernel list of one FP16 inference. --trained (about 4 minutes more)
+# trains yolov5s on the synthetic scenes (tools/train_detector/train_yolov5s.py, 3 minutes, with
+# PyTorch there) and benchmarks it: issue 4's frame -> detections with a real detector's output.
 # Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
 # references for three seeds (tests/models/ort_run.py); test_lazy_libs (cuDNN and cuBLAS open on
 # first use); test_gpu_conv (our convolution kernel against a CPU reference); test_gpu_api (API
@@ -35,6 +38,7 @@ COMPILE=""
 PROFILE=0
 PEERS=1
 AB=0
+TRAINED=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD="$2"; shift ;;
@@ -42,6 +46,7 @@ while [ $# -gt 0 ]; do
     --no-bench) BENCH=0 ;;
     --compile) COMPILE="--compile" ;;
     --profile) PROFILE=1 ;;
+    --trained) TRAINED=1 ;;
     --no-peers) PEERS=0 ;;
     --ab) AB=1 ;;
     *) echo "gpu_tests.sh: unknown argument $1" >&2; exit 2 ;;
@@ -204,6 +209,21 @@ for t in $RUST_TESTS; do
     STEP_TIMEOUT=120 step "$n" env $RUST_ENV "$t" --test-threads 1 --nocapture || status=1
     echo "== $n"; grep -E "^test |test result|skipped|panicked" "$LOG/$n.log" | tail -n 16
 done
+
+if [ $TRAINED = 1 ]; then
+    TPY=${TORCH_PYTHON:-/opt/torch/.venv/bin/python}
+    T=$MODELS/yolov5s_shapes.onnx
+    STEP_TIMEOUT=260 step train_yolov5s "$TPY" tools/train_detector/train_yolov5s.py --device cuda --minutes 3.0 \
+        --images 4000 --out $T || status=1
+    grep -E "^val|^TRAINED|total" "$LOG/train_yolov5s.log"
+    if [ -f $T ]; then
+        STEP_TIMEOUT=90 step bench_trained "$BUILD/zcinfer" bench $T --device cuda --fp16 --iters 300
+        STEP_TIMEOUT=90 step bench_trained_io "$BUILD/zcinfer" bench $T --device cuda --fp16 --fp16-io --iters 300
+        for f in bench_trained bench_trained_io; do
+            echo "== $f"; grep -hE "GPU time|decode|frame in device|host clock" "$LOG/$f.log"
+        done
+    fi
+fi
 
 if [ $PROFILE = 1 ]; then
     step profile_fp16 "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s.onnx --fp16 --iters 50 --top 30
