@@ -84,9 +84,9 @@ template <typename E> __global__ void __launch_bounds__(kThreads) k_rowmap(const
     /* a warp per row, its lanes along the columns, kCols of them per lane at a time with their
      * loads issued before any is used: no division per element, the part and the operands' row
      * offsets the same for the whole warp, and each column's branch from the block's table in
-     * shared memory (columns with no operations are copied). Nsight Compute on the first
-     * version: bound by the load/store pipes issuing the plan's per-column lookups (constant
-     * loads at divergent offsets), at 8% of the memory bandwidth. */
+     * shared memory (columns with no operations are copied). Nsight Compute on this loop before
+     * the table: bound by issuing instructions (the plan's per-column lookups, constant loads at
+     * divergent offsets; half the lanes idle), at 8% of the memory bandwidth. */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
     /* two rows per warp at a time (i and i + n_warps): their loads are in flight together too */
     for (int i0 = warp; i0 < nrows; i0 += 2 * n_warps) {
