@@ -5,17 +5,20 @@
 #         -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build-cuda -j).
 #
 #   scripts/gpu_tests.sh [--build DIR] [--quick] [--no-bench] [--no-peers] [--ab] [--compile] [--profile]
-#                        [--trained]
+#                        [--trained | --trained-only]
 #
 # --no-peers skips the PyTorch peers; --ab adds yolov5s FP16 benchmarks with every convolution on
 # cuDNN (ZCI_CUDA_CONV=cudnn, batch 1 and 32) or on our kernel (ZCI_CUDA_CONV=igemm), and each
 # convolution's timed choice, one stream only (ZCI_CUDA_STREAMS=1) against the planned side stream,
 # the regular path without early output rows (ZCI_CUDA_NO_EARLY_OUTPUT=1), and batch 32 without the
-# wgmma kernels (ZCI_CUDA_NO_WGMMA=1) or without the heads' padded rows (ZCI_CUDA_NO_PAD_HEADS=1).
+# wgmma kernels (ZCI_CUDA_NO_WGMMA=1) or without the heads' padded rows (ZCI_CUDA_NO_PAD_HEADS=1),
+# and with the output RowMap inside the graph (ZCI_CUDA_NO_TAIL=1) or a warp per row
+# (ZCI_CUDA_NO_ROWMAP_TILES=1).
 # --quick tests three models only; --profile adds gpu_profile's node times of yolov5s (FP16,
 # FP32) and Nsight Compute's kernel list of one FP16 inference. --trained (about 4 minutes more)
 # trains yolov5s on the synthetic scenes (tools/train_detector/train_yolov5s.py, 3 minutes, with
-# PyTorch there) and benchmarks it: issue 4's frame -> detections with a real detector's output.
+# PyTorch there) and benchmarks it: issue 4's frame -> detections with a real detector's output;
+# --trained-only does that alone (the whole suite and --trained take more than one 10-minute call).
 # Steps: the test models are generated into /tmp (tests/models/make_models.py) and onnxruntime's
 # references for three seeds (tests/models/ort_run.py); test_lazy_libs (cuDNN and cuBLAS open on
 # first use); test_gpu_conv (our convolution kernel against a CPU reference); test_gpu_api (API
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
     --compile) COMPILE="--compile" ;;
     --profile) PROFILE=1 ;;
     --trained) TRAINED=1 ;;
+    --trained-only) TRAINED=2 ;;
     --no-peers) PEERS=0 ;;
     --ab) AB=1 ;;
     *) echo "gpu_tests.sh: unknown argument $1" >&2; exit 2 ;;
@@ -76,8 +80,35 @@ step() { # name, then the command; logs to $LOG/name.log
     return $rc
 }
 
+# --trained: yolov5s trained on the synthetic scenes, and issue 4's frame -> detections with it
+run_trained() {
+    local TPY=${TORCH_PYTHON:-/opt/torch/.venv/bin/python}
+    local T=$MODELS/yolov5s_shapes.onnx
+    mkdir -p $MODELS
+    STEP_TIMEOUT=260 step train_yolov5s "$TPY" tools/train_detector/train_yolov5s.py --device cuda --minutes 3.0 \
+        --images 4000 --out $T || status=1
+    grep -E "^val|^TRAINED|total" "$LOG/train_yolov5s.log"
+    if [ -f $T ]; then
+        STEP_TIMEOUT=90 step bench_trained "$BUILD/zcinfer" bench $T --device cuda --fp16 --iters 300
+        STEP_TIMEOUT=90 step bench_trained_io "$BUILD/zcinfer" bench $T --device cuda --fp16 --fp16-io --iters 300
+        for f in bench_trained bench_trained_io; do
+            echo "== $f"; grep -hE "GPU time|decode|frame in device|host clock" "$LOG/$f.log"
+        done
+    else
+        echo "gpu_tests.sh: training wrote no model"; status=1
+    fi
+}
+finish() {
+    echo "== summary"
+    for l in "${summary[@]}"; do echo "$l"; done
+    [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_logs.tgz" -C "$(dirname $LOG)" "$(basename $LOG)"
+    [ $status = 0 ] && echo "gpu_tests.sh: all tests passed" || echo "gpu_tests.sh: FAILURES (logs in $LOG)"
+    exit $status
+}
+
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv >"$LOG/gpu.txt" 2>&1
 cat "$LOG/gpu.txt"
+if [ $TRAINED = 2 ]; then run_trained; finish; fi
 for b in "$BUILD/zcinfer" "$BUILD"/tests/gpu/* "$BUILD"/rust-tests/*; do
     if [ -x "$b" ] && ldd "$b" | grep -q "not found"; then
         echo "gpu_tests.sh: $b: missing shared libraries:"; ldd "$b" | grep "not found"; exit 1
@@ -85,8 +116,8 @@ for b in "$BUILD/zcinfer" "$BUILD"/tests/gpu/* "$BUILD"/rust-tests/*; do
 done
 
 # ---- models and references (in parallel: one process per model)
-ALL="yolov5n yolov5s yolov5n_opset11 yolov5n_opset13 yolov5n_split rowmap_cases yolov8n yolov8n_opset19 yolo11n classifier classifier_external classifier_dynbatch classifier_opset11 classifier_opset13 classifier_opset18"
-[ $QUICK = 1 ] && ALL="yolov5s yolov8n classifier rowmap_cases"
+ALL="yolov5n yolov5s yolov5n_opset11 yolov5n_opset13 yolov5n_split rowmap_cases yolov5_oddhead yolov8n yolov8n_opset19 yolo11n classifier classifier_external classifier_dynbatch classifier_opset11 classifier_opset13 classifier_opset18"
+[ $QUICK = 1 ] && ALL="yolov5s yolov8n classifier rowmap_cases yolov5_oddhead"
 t0=$(date +%s)
 mkdir -p $MODELS $REFS
 for m in $ALL; do
@@ -115,6 +146,11 @@ STEP_TIMEOUT=150 step test_gpu_api "$BUILD/tests/gpu/test_gpu_api" $MODELS/yolov
 tail -n 12 "$LOG/test_gpu_api.log"
 STEP_TIMEOUT=300 step test_gpu_models "$BUILD/tests/gpu/test_gpu_models" $MODELS $REFS $NAMES || status=1
 grep -E "FAIL|node |passed|failure" "$LOG/test_gpu_models.log" | head -40
+# the RowMap kernels the default leaves aside: a warp per row (ZCI_CUDA_NO_ROWMAP_TILES) inside
+# the graph (ZCI_CUDA_NO_TAIL), on the models whose heads the tile kernel takes by default
+STEP_TIMEOUT=200 step test_gpu_models_rowmap_ab env ZCI_CUDA_NO_ROWMAP_TILES=1 ZCI_CUDA_NO_TAIL=1 \
+    "$BUILD/tests/gpu/test_gpu_models" $MODELS $REFS yolov5s yolov5_oddhead rowmap_cases || status=1
+grep -E "FAIL|node |passed|failure" "$LOG/test_gpu_models_rowmap_ab.log" | head -20
 
 # ---- benchmarks
 if [ $BENCH = 1 ]; then
@@ -137,10 +173,13 @@ if [ $BENCH = 1 ]; then
         STEP_TIMEOUT=90 step bench_fp16_noearly env ZCI_CUDA_NO_EARLY_OUTPUT=1 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
         STEP_TIMEOUT=90 step bench_fp16_b32_nowgmma env ZCI_CUDA_NO_WGMMA=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
         STEP_TIMEOUT=90 step bench_fp16_b32_nopadheads env ZCI_CUDA_NO_PAD_HEADS=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
+        STEP_TIMEOUT=90 step bench_fp16_notail env ZCI_CUDA_NO_TAIL=1 "$BUILD/zcinfer" bench $Y --device cuda --fp16 --iters 300
+        STEP_TIMEOUT=90 step bench_fp16_b32_notail env ZCI_CUDA_NO_TAIL=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
+        STEP_TIMEOUT=90 step bench_fp16_b32_norowmaptiles env ZCI_CUDA_NO_ROWMAP_TILES=1 "$BUILD/zcinfer" bench $MODELS/yolov5s_dynbatch.onnx --device cuda --fp16 --batch 32 --iters 50
         STEP_TIMEOUT=60 step verbose_fp16 "$BUILD/zcinfer" run $Y --device cuda --fp16 -v
         for f in bench_fp16_cudnn bench_fp16_igemm bench_fp16_b32_cudnn bench_fp16_norowmap bench_fp16_b32_norowmap \
                  bench_fp16_onestream bench_fp16_b32_onestream bench_fp16_noearly bench_fp16_b32_nowgmma \
-                 bench_fp16_b32_nopadheads; do
+                 bench_fp16_b32_nopadheads bench_fp16_notail bench_fp16_b32_notail bench_fp16_b32_norowmaptiles; do
             echo "== A/B $f"; grep -hE "creation|GPU time|host buffers, wall" "$LOG/$f.log"
         done
         echo "== per-convolution choice (cuDNN fused graph or our kernel), batch 1"
@@ -210,20 +249,7 @@ for t in $RUST_TESTS; do
     echo "== $n"; grep -E "^test |test result|skipped|panicked" "$LOG/$n.log" | tail -n 16
 done
 
-if [ $TRAINED = 1 ]; then
-    TPY=${TORCH_PYTHON:-/opt/torch/.venv/bin/python}
-    T=$MODELS/yolov5s_shapes.onnx
-    STEP_TIMEOUT=260 step train_yolov5s "$TPY" tools/train_detector/train_yolov5s.py --device cuda --minutes 3.0 \
-        --images 4000 --out $T || status=1
-    grep -E "^val|^TRAINED|total" "$LOG/train_yolov5s.log"
-    if [ -f $T ]; then
-        STEP_TIMEOUT=90 step bench_trained "$BUILD/zcinfer" bench $T --device cuda --fp16 --iters 300
-        STEP_TIMEOUT=90 step bench_trained_io "$BUILD/zcinfer" bench $T --device cuda --fp16 --fp16-io --iters 300
-        for f in bench_trained bench_trained_io; do
-            echo "== $f"; grep -hE "GPU time|decode|frame in device|host clock" "$LOG/$f.log"
-        done
-    fi
-fi
+[ $TRAINED = 1 ] && run_trained
 
 if [ $PROFILE = 1 ]; then
     step profile_fp16 "$BUILD/tests/gpu/gpu_profile" $MODELS/yolov5s.onnx --fp16 --iters 50 --top 30
@@ -256,8 +282,4 @@ PYEOF
     fi
 fi
 
-echo "== summary"
-for l in "${summary[@]}"; do echo "$l"; done
-[ -n "${OUT:-}" ] && tar czf "$OUT/gpu_logs.tgz" -C "$(dirname $LOG)" "$(basename $LOG)"
-[ $status = 0 ] && echo "gpu_tests.sh: all tests passed" || echo "gpu_tests.sh: FAILURES (logs in $LOG)"
-exit $status
+finish

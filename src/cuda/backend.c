@@ -387,7 +387,9 @@ static zci_status warm_up_and_capture(cu_ctx *c)
     CU_TRY(cudaStreamSynchronize(c->own_stream));
     if (!c->s->opts.use_cuda_graph) return ZCI_OK;
     CU_TRY(cudaStreamBeginCapture(c->own_stream, cudaStreamCaptureModeThreadLocal));
+    c->capture_body = 1; /* without the output tail: the output edge launches it */
     zci_status st = c->use_side ? cu_run_nodes_streams(c, c->own_stream) : cu_run_nodes(c, c->own_stream);
+    c->capture_body = 0;
     cudaGraph_t graph = NULL;
     cudaError_t e = cudaStreamEndCapture(c->own_stream, &graph);
     if (st != ZCI_OK) {
@@ -635,6 +637,7 @@ static zci_status prepare_ctx(cu_ctx *c)
     ZCI_TRY(alloc_workspace(c));
     log_memory(c, "workspace", &mem);
     ZCI_TRY(cu_plan_early_output(c));
+    cu_plan_tail(c);
     float settled_ms = 0.f;
     ZCI_TRY(settle_convolutions(c, &settled_ms));
     log_memory(c, "convolutions settled", &mem);
@@ -765,6 +768,7 @@ static zci_status cuda_prepare_blob(zci_session *s, const void *blob, size_t siz
     c->allow_tf32 = s->opts.allow_tf32;
     c->verbose = s->opts.verbose;
     c->early_rm = c->early_after = c->early_out = -1;
+    c->tail_node = c->tail_out = -1;
     const int device = c->device;
     int prev = -1;
     if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;

@@ -285,16 +285,6 @@ constexpr int kNumCfgs = (int)(sizeof kCfgs / sizeof kCfgs[0]);
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-fastdiv make_fastdiv(uint32_t d)
-{
-    fastdiv f;
-    f.d = d;
-    f.shift = 0;
-    while ((1ull << f.shift) < d) f.shift++;
-    f.mul = (uint32_t)((((1ull << 32) * ((1ull << f.shift) - d)) / d) + 1);
-    return f;
-}
-
 } // namespace
 
 /* ---------------------------------------------------------------- host side */

@@ -10,12 +10,8 @@
 
 namespace zci_igemm {
 
-/* n / d and n % d for 0 <= n < 2^31 by a multiply and a shift (d > 0, set on the host): the
- * integer divisions of the row set-up were a long dependent chain in a kernel whose small
- * layers are bound by instruction latency. */
-struct fastdiv {
-    uint32_t d, mul, shift;
-};
+using zci_cu::fastdiv;
+using zci_cu::fdiv;
 
 struct igemm_params {
     const __half *x;     /* NHWC (N, H, W, C) */
@@ -38,7 +34,6 @@ struct igemm_params {
     fastdiv div_ow, div_oh;
 };
 
-__device__ __forceinline__ uint32_t fdiv(uint32_t n, const fastdiv &f) { return (__umulhi(n, f.mul) + n) >> f.shift; }
 
 /* 16 bytes global -> shared (shared-space address), or 16 zero bytes when !pred (nothing read). */
 __device__ __forceinline__ void cp_async16_s(unsigned s, const void *gmem, bool pred)

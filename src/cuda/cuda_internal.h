@@ -138,6 +138,15 @@ struct cu_ctx {
     int64_t early_rows;      /* rows per image written early */
     cudaEvent_t early_ev, copy_ev;
     cudaStream_t copy_stream;
+
+    /* The output tail (cu_plan_tail): a RowMap that writes a model output nothing else reads is
+     * left out of the captured graph (capture_body set while capturing it) and launched after it
+     * by the output edge, into the caller's buffer in the caller's type: at batch 32 that saves
+     * yolov5s the FP16 output's write, its read and the conversion kernel (0.4 GB). tail_node -1:
+     * none. */
+    int tail_node;           /* the RowMap node (graph index) */
+    int tail_out;            /* the model output it writes */
+    int capture_body;
 };
 
 /* An engine file's cuDNN plan: the key of its graph (conv_fused.c's plan_key) and its JSON. */
@@ -200,8 +209,13 @@ void cu_streams_release(cu_ctx *c);
 zci_status cu_plan_early_output(cu_ctx *c);
 /* Queues the early rows and records early_ev when graph node i is the one they wait for. */
 zci_status cu_launch_early_rows(cu_ctx *c, int i, cudaStream_t s);
-/* RowMap (rowmap.cu): rows [lo, hi) of every image of node n's output. */
+/* RowMap (rowmap.cu): rows [lo, hi) of every image of node n's output; ..._to: into y, of type
+ * yt (FP16 or FP32) instead of the node's own buffer. */
 zci_status cu_rowmap_launch_rows(cu_ctx *c, const zci_node *n, void *state, cudaStream_t s, int64_t lo, int64_t hi);
+zci_status cu_rowmap_launch_to(cu_ctx *c, const zci_node *n, void *state, cudaStream_t s, int64_t lo, int64_t hi,
+                               void *y, zci_dtype yt);
+/* Finds the output tail (c->tail_*), after cu_plan_early_output. ZCI_CUDA_NO_TAIL=1: none. */
+void cu_plan_tail(cu_ctx *c);
 
 static inline const cu_node *cu_node_of(const cu_ctx *c, const zci_node *n) { return &c->nodes[n - c->g->nodes]; }
 /* The buffer node n reads for input k, in the layout the node runs in. */

@@ -244,7 +244,7 @@ zci_status cu_launch_node(cu_ctx *c, int p, cudaStream_t s)
     const int ni = g->order[p];
     const zci_node *n = &g->nodes[ni];
     cu_node *cn = &c->nodes[ni];
-    if (cn->op) {
+    if (cn->op && !(c->capture_body && ni == c->tail_node)) {
         zci_status st = cn->op->launch(c, n, cn->state, s);
         if (st != ZCI_OK) return zci_error_prefix(st, "%s", zci_node_desc(g, n));
     }

@@ -56,6 +56,29 @@ static zci_status output_edge(cu_ctx *c, int i, void *dst, cudaStream_t s)
     return ZCI_OK;
 }
 
+/* Output i after the captured body: the output tail (cu_plan_tail) writes it straight into dst in
+ * the I/O type; other outputs take output_edge. */
+static zci_status output_edge_after_graph(cu_ctx *c, int i, void *dst, cudaStream_t s)
+{
+    if (i != c->tail_out || !c->graph_exec) return output_edge(c, i, dst, s);
+    const zci_node *n = &c->g->nodes[c->tail_node];
+    const zci_tensor *y = &c->g->tensors[c->g->outputs[i]];
+    const int64_t rows = y->ndim >= 2 ? y->dims[y->ndim - 2] : 1;
+    return cu_rowmap_launch_to(c, n, c->nodes[c->tail_node].state, s, 0, rows, dst, c->s->out_info[i].dtype);
+}
+
+/* The output tail into the session's own buffer (the regular path's downloads read it there),
+ * less the rows the graph wrote early. */
+static zci_status tail_to_own(cu_ctx *c, cudaStream_t s)
+{
+    if (c->tail_node < 0 || !c->graph_exec) return ZCI_OK;
+    const zci_node *n = &c->g->nodes[c->tail_node];
+    const zci_tensor *y = &c->g->tensors[n->out[0]];
+    const int64_t rows = y->ndim >= 2 ? y->dims[y->ndim - 2] : 1;
+    return cu_rowmap_launch_rows(c, n, c->nodes[c->tail_node].state, s, c->early_rm == c->tail_node ? c->early_rows : 0,
+                                 rows);
+}
+
 /* ---------------------------------------------------------------- pointer checks */
 
 typedef enum host_kind { HOST_PAGEABLE, HOST_PINNED } host_kind;
@@ -320,7 +343,7 @@ static zci_status run_device(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
     if (c->graph_exec) {
         for (int i = 0; i < ss->n_in; i++) ZCI_TRY(input_edge(c, i, a->inputs[i], s));
         ZCI_TRY(run_body(c, s));
-        for (int i = 0; i < ss->n_out; i++) ZCI_TRY(output_edge(c, i, a->outputs[i], s));
+        for (int i = 0; i < ss->n_out; i++) ZCI_TRY(output_edge_after_graph(c, i, a->outputs[i], s));
         return mark_done(c, s);
     }
     /* eager launches read the tensor table at launch: bind the caller's buffers */
@@ -350,7 +373,7 @@ static zci_status run_own(cu_ctx *c, cudaStream_t s)
     ZCI_TRY(order_after_last(c, s));
     for (int i = 0; i < c->s->n_in; i++) ZCI_TRY(input_edge(c, i, c->in_buf[i], s));
     ZCI_TRY(run_body(c, s));
-    for (int i = 0; i < c->s->n_out; i++) ZCI_TRY(output_edge(c, i, c->out_buf[i], s));
+    for (int i = 0; i < c->s->n_out; i++) ZCI_TRY(output_edge_after_graph(c, i, c->out_buf[i], s));
     return mark_done(c, s);
 }
 
@@ -427,6 +450,7 @@ static zci_status run_host(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
         }
     }
     ZCI_TRY(run_body(c, s));
+    ZCI_TRY(tail_to_own(c, s));
     staged down[65];
     int n_down = 0, per[65], early_queued = 0;
     for (int i = 0; i < ss->n_out; i++) {

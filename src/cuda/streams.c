@@ -351,6 +351,28 @@ zci_status cu_plan_early_output(cu_ctx *c)
     return ZCI_OK;
 }
 
+void cu_plan_tail(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    c->tail_node = c->tail_out = -1;
+    const char *env = getenv("ZCI_CUDA_NO_TAIL");
+    if ((env && *env == '1') || !c->s->opts.use_cuda_graph) return;
+    for (int i = 0; i < c->s->n_out; i++) {
+        const int t = g->outputs[i], r = g->tensors[t].producer;
+        if (r < 0 || g->tensors[t].n_consumers) continue;
+        const zci_node *n = &g->nodes[r];
+        if (strcmp(n->op_type, "RowMap") || !c->nodes[r].op || !c->nodes[r].state || n->n_out != 1) continue;
+        int once = 1;
+        for (int j = 0; j < c->s->n_out; j++) once &= j == i || g->outputs[j] != t;
+        if (!once) continue;
+        c->tail_node = r;
+        c->tail_out = i;
+        zci_log(c->verbose, "CUDA output tail: %s writes '%s' after the graph, into the caller's buffer and type",
+                zci_node_desc(g, n), g->tensors[t].name);
+        return;
+    }
+}
+
 /* After node i: the early output rows when i is the node they wait for (cu_launch_node). */
 zci_status cu_launch_early_rows(cu_ctx *c, int i, cudaStream_t s)
 {

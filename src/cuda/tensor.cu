@@ -224,14 +224,30 @@ extern "C" void cu_broadcast_plan(const zci_tensor *in, const zci_tensor *out, c
 
 namespace {
 
+/* A thread per pixel: its c channels from the planes (consecutive threads read consecutive
+ * elements of each), its cp written 16 bytes at a time where rows allow (vec). The first version,
+ * a thread per output element with two divisions each, took 0.42 ms on yolov5s's batch-32 input
+ * (H100), a tenth of the model. */
 template <typename E>
-__global__ void k_nchw_to_nhwc_pad(const E *__restrict__ x, E *__restrict__ y, uint32_t total, uint32_t c, uint32_t hw,
-                                   uint32_t cp)
+__global__ void k_nchw_to_nhwc_pad(const E *__restrict__ x, E *__restrict__ y, uint32_t pixels, uint32_t c, fastdiv hw,
+                                   uint32_t cp, int vec)
 {
-    uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total) return;
-    uint32_t ch = i % cp, r = i / cp, pix = r % hw, nb = r / hw;
-    y[i] = ch < c ? x[((size_t)nb * c + ch) * hw + pix] : E(0);
+    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= pixels) return;
+    const uint32_t nb = fdiv(i, hw), pix = i - nb * hw.d;
+    const E *xp = x + (size_t)nb * c * hw.d + pix;
+    E *yp = y + (size_t)i * cp;
+    constexpr uint32_t V = 16 / sizeof(E);
+    if (vec) {
+        for (uint32_t c0 = 0; c0 < cp; c0 += V) {
+            E v[V];
+#pragma unroll
+            for (uint32_t u = 0; u < V; u++) v[u] = c0 + u < c ? xp[(size_t)(c0 + u) * hw.d] : E(0);
+            *(uint4 *)(yp + c0) = pack16(v);
+        }
+    } else {
+        for (uint32_t ch = 0; ch < cp; ch++) yp[ch] = ch < c ? xp[(size_t)ch * hw.d] : E(0);
+    }
 }
 
 } // namespace
@@ -239,12 +255,14 @@ __global__ void k_nchw_to_nhwc_pad(const E *__restrict__ x, E *__restrict__ y, u
 extern "C" zci_status cu_nchw_to_nhwc_pad(const void *x, void *y, int64_t n, int64_t c, int64_t hw, int64_t cp, size_t es,
                                           cudaStream_t s)
 {
-    int64_t total = n * hw * cp;
-    if (!total) return ZCI_OK;
-    unsigned nb = blocks_for(total);
+    const int64_t pixels = n * hw;
+    if (!pixels || !cp) return ZCI_OK;
+    const unsigned nb = blocks_for(pixels);
+    const fastdiv d = make_fastdiv((uint32_t)hw);
+    const int vec = (cp * (int64_t)es) % 16 == 0 && ((uintptr_t)y & 15) == 0;
     switch (es) {
-    case 2: k_nchw_to_nhwc_pad<uint16_t><<<nb, kThreads, 0, s>>>((const uint16_t *)x, (uint16_t *)y, (uint32_t)total, (uint32_t)c, (uint32_t)hw, (uint32_t)cp); break;
-    case 4: k_nchw_to_nhwc_pad<uint32_t><<<nb, kThreads, 0, s>>>((const uint32_t *)x, (uint32_t *)y, (uint32_t)total, (uint32_t)c, (uint32_t)hw, (uint32_t)cp); break;
+    case 2: k_nchw_to_nhwc_pad<uint16_t><<<nb, kThreads, 0, s>>>((const uint16_t *)x, (uint16_t *)y, (uint32_t)pixels, (uint32_t)c, d, (uint32_t)cp, vec); break;
+    case 4: k_nchw_to_nhwc_pad<uint32_t><<<nb, kThreads, 0, s>>>((const uint32_t *)x, (uint32_t *)y, (uint32_t)pixels, (uint32_t)c, d, (uint32_t)cp, vec); break;
     default: return zci_error(ZCI_INTERNAL, "channel padding of %zu-byte elements", es);
     }
     CU_LAUNCHED("channel padding");

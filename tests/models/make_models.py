@@ -945,6 +945,21 @@ def build_rowmap_cases():
                    doc="RowMap fusion cases (graph/fuse.c)")
 
 
+def build_yolov5_oddhead():
+    """YOLOv5's Detect head on feature maps of odd sizes (13 x 13 and 6 x 6) with 2 classes
+    (7 columns): the RowMap's rows then start anywhere within 16 bytes of the output, and its
+    parts end inside a block's pixels (the CUDA tile kernel's partial 16-byte groups)."""
+    b = Builder(17, seed=13)
+    b.set_probe_input("images", (2, 3, 104, 104))
+    f0 = ul_conv(b, "images", ("model.0",), 3, 16, 6, 8, 1)      # 13 x 13
+    f1 = ul_conv(b, f0, ("model.1",), 16, 24, 3, 2, 0)           # 6 x 6
+    yolov5_detect(b, [f0, f1], [16, 24], nc=2, imgsz=104, strides=(8, 16))
+    return b.model("yolov5_oddhead",
+                   [float_input("images", [1, 3, 104, 104])],
+                   [float_input("output0", [1, 3 * (13 * 13 + 6 * 6), 7])],
+                   doc="YOLOv5 Detect head on 13 x 13 and 6 x 6 maps, 2 classes")
+
+
 # ==========================================================================
 # Registry / driver
 # ==========================================================================
@@ -957,6 +972,7 @@ MODELS = {
     "yolov5n_opset13": (lambda: build_yolov5("n", opset=13), {}),
     "yolov5n_split": (lambda: build_yolov5("n", opset=13, split_head=True), {}),
     "rowmap_cases": (lambda: build_rowmap_cases(), {}),
+    "yolov5_oddhead": (lambda: build_yolov5_oddhead(), {}),
     "yolov8n": (lambda: build_yolov8("n"), {}),
     "yolov8n_opset19": (lambda: build_yolov8("n", opset=19), {}),
     "yolo11n": (lambda: build_yolo11("n"), {}),
