@@ -558,6 +558,7 @@ static void release_ctx(cu_ctx *c)
     free(c->alt);
     free(c->need_alt);
     free(c->alt_c);
+    free(c->in_head);
     free(c->view_nhwc);
     free(c->nodes);
     free(c->in_buf);
@@ -638,6 +639,7 @@ static zci_status prepare_ctx(cu_ctx *c)
     log_memory(c, "workspace", &mem);
     ZCI_TRY(cu_plan_early_output(c));
     cu_plan_tail(c);
+    ZCI_TRY(cu_plan_input_heads(c));
     float settled_ms = 0.f;
     ZCI_TRY(settle_convolutions(c, &settled_ms));
     log_memory(c, "convolutions settled", &mem);

@@ -147,6 +147,10 @@ struct cu_ctx {
     int tail_node;           /* the RowMap node (graph index) */
     int tail_out;            /* the model output it writes */
     int capture_body;
+    /* Its counterpart at the inputs (cu_plan_input_heads), per model input: 1 where only the
+     * padded NHWC copy is read, which the input edge then writes straight from the caller's
+     * buffer and type (one pass instead of a conversion and the graph's layout pass). */
+    unsigned char *in_head;
 };
 
 /* An engine file's cuDNN plan: the key of its graph (conv_fused.c's plan_key) and its JSON. */
@@ -216,6 +220,10 @@ zci_status cu_rowmap_launch_to(cu_ctx *c, const zci_node *n, void *state, cudaSt
                                void *y, zci_dtype yt);
 /* Finds the output tail (c->tail_*), after cu_plan_early_output. ZCI_CUDA_NO_TAIL=1: none. */
 void cu_plan_tail(cu_ctx *c);
+/* Finds the input heads (c->in_head; ZCI_CUDA_NO_TAIL=1: none), once layouts are decided, and
+ * writes head input i's NHWC copy from src (NCHW, of type st). */
+zci_status cu_plan_input_heads(cu_ctx *c);
+zci_status cu_input_head(cu_ctx *c, int i, const void *src, zci_dtype st, cudaStream_t s);
 
 static inline const cu_node *cu_node_of(const cu_ctx *c, const zci_node *n) { return &c->nodes[n - c->g->nodes]; }
 /* The buffer node n reads for input k, in the layout the node runs in. */
@@ -314,6 +322,9 @@ void cu_broadcast_plan(const zci_tensor *in, const zci_tensor *out, cu_gather_pl
 /* y (N, H, W, cp) = x (N, C, H, W) with channels C..cp-1 zero, for elements of `esize` bytes. */
 zci_status cu_nchw_to_nhwc_pad(const void *x, void *y, int64_t n, int64_t c, int64_t hw, int64_t cp, size_t esize,
                                cudaStream_t s);
+/* The same from x of type xt into y of type yt: FP32 into FP16, or either into its own type. */
+zci_status cu_nchw_to_nhwc_pad_as(const void *x, zci_dtype xt, void *y, zci_dtype yt, int64_t n, int64_t c, int64_t hw,
+                                  int64_t cp, cudaStream_t s);
 
 /* ---- fused convolutions (conv_fused.c) ----
  * A 2-D NHWC FP16 convolution with its epilogue (bias, ReLU/SiLU/Sigmoid, residual add) as one

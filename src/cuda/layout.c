@@ -265,9 +265,47 @@ zci_status cu_launch_prologue(cu_ctx *c, cudaStream_t s)
     const zci_graph *g = c->g;
     for (int i = 0; i < g->n_inputs; i++) {
         int t = g->inputs[i];
+        if (c->capture_body && c->in_head && c->in_head[i]) continue; /* the input edge writes it */
         if (c->alt[t] && cu_numel(c, t)) ZCI_TRY(convert_layout(c, t, c->ptr[t], c->lay[t], c->alt[t], s));
     }
     return ZCI_OK;
+}
+
+zci_status cu_plan_input_heads(cu_ctx *c)
+{
+    const zci_graph *g = c->g;
+    const char *env = getenv("ZCI_CUDA_NO_TAIL");
+    if ((env && *env == '1') || !c->s->opts.use_cuda_graph || !c->alt_c || !g->n_inputs) return ZCI_OK;
+    c->in_head = zci_calloc((size_t)g->n_inputs, 1, "input heads");
+    if (!c->in_head) return ZCI_OUT_OF_MEMORY;
+    for (int i = 0; i < g->n_inputs; i++) {
+        const int t = g->inputs[i];
+        const zci_tensor *x = &g->tensors[t];
+        const zci_dtype io = c->s->in_info[i].dtype;
+        if (!c->alt[t] || !c->alt_c[t] || c->lay[t] != CU_NCHW || x->ndim != 4 || x->is_output ||
+            c->dt[t] != ZCI_FLOAT16 || (io != ZCI_FLOAT32 && io != ZCI_FLOAT16))
+            continue;
+        int only_alt = 1; /* every reader takes the NHWC copy */
+        for (int p = 0; p < g->n_order && only_alt; p++) {
+            const zci_node *n = &g->nodes[g->order[p]];
+            for (int k = 0; k < n->n_in; k++)
+                if (n->in[k] == t && !(k < 64 && (c->nodes[g->order[p]].alt_in >> k & 1))) only_alt = 0;
+        }
+        for (int o = 0; o < g->n_outputs; o++) only_alt &= g->outputs[o] != t;
+        c->in_head[i] = (unsigned char)only_alt;
+        if (only_alt)
+            zci_log(c->verbose, "CUDA input head: '%s' goes from the caller's buffer to its padded NHWC copy in one pass",
+                    x->name);
+    }
+    return ZCI_OK;
+}
+
+zci_status cu_input_head(cu_ctx *c, int i, const void *src, zci_dtype st, cudaStream_t s)
+{
+    const int t = c->g->inputs[i];
+    const zci_tensor *x = &c->g->tensors[t];
+    return cu_nchw_to_nhwc_pad_as(src, st, c->alt[t], c->dt[t], x->dims[0], x->dims[1], x->dims[2] * x->dims[3], c->alt_c[t],
+                                  s);
 }
 
 void cu_reorder_krsc(const zci_tensor *w, int64_t cp, int half, void *host)

@@ -56,6 +56,25 @@ static zci_status output_edge(cu_ctx *c, int i, void *dst, cudaStream_t s)
     return ZCI_OK;
 }
 
+/* Input i before the captured body: an input head (cu_plan_input_heads) goes straight into its
+ * padded NHWC copy, which the graph does not write; other inputs take input_edge. */
+static zci_status input_edge_before_graph(cu_ctx *c, int i, const void *src, cudaStream_t s)
+{
+    if (!c->graph_exec || !c->in_head || !c->in_head[i]) return input_edge(c, i, src, s);
+    return cu_input_head(c, i, src, c->s->in_info[i].dtype, s);
+}
+
+/* The regular path's input heads: the layout pass the graph leaves out, from the planned input
+ * (in the device type) where the uploads left it. */
+static zci_status input_heads_from_own(cu_ctx *c, cudaStream_t s)
+{
+    for (int i = 0; c->graph_exec && c->in_head && i < c->s->n_in; i++) {
+        const int t = c->g->inputs[i];
+        if (c->in_head[i]) ZCI_TRY(cu_input_head(c, i, c->ptr[t], c->dt[t], s));
+    }
+    return ZCI_OK;
+}
+
 /* Output i after the captured body: the output tail (cu_plan_tail) writes it straight into dst in
  * the I/O type; other outputs take output_edge. */
 static zci_status output_edge_after_graph(cu_ctx *c, int i, void *dst, cudaStream_t s)
@@ -341,7 +360,7 @@ static zci_status run_device(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
     for (int i = 0; i < ss->n_out; i++) ZCI_TRY(check_device_ptr(c, a->outputs[i], 1, ss->out_info[i].name));
     ZCI_TRY(order_after_last(c, s));
     if (c->graph_exec) {
-        for (int i = 0; i < ss->n_in; i++) ZCI_TRY(input_edge(c, i, a->inputs[i], s));
+        for (int i = 0; i < ss->n_in; i++) ZCI_TRY(input_edge_before_graph(c, i, a->inputs[i], s));
         ZCI_TRY(run_body(c, s));
         for (int i = 0; i < ss->n_out; i++) ZCI_TRY(output_edge_after_graph(c, i, a->outputs[i], s));
         return mark_done(c, s);
@@ -371,7 +390,7 @@ static zci_status run_device(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
 static zci_status run_own(cu_ctx *c, cudaStream_t s)
 {
     ZCI_TRY(order_after_last(c, s));
-    for (int i = 0; i < c->s->n_in; i++) ZCI_TRY(input_edge(c, i, c->in_buf[i], s));
+    for (int i = 0; i < c->s->n_in; i++) ZCI_TRY(input_edge_before_graph(c, i, c->in_buf[i], s));
     ZCI_TRY(run_body(c, s));
     for (int i = 0; i < c->s->n_out; i++) ZCI_TRY(output_edge_after_graph(c, i, c->out_buf[i], s));
     return mark_done(c, s);
@@ -449,6 +468,7 @@ static zci_status run_host(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
             ZCI_TRY(input_edge(c, i, c->in_buf[i], s));
         }
     }
+    ZCI_TRY(input_heads_from_own(c, s));
     ZCI_TRY(run_body(c, s));
     ZCI_TRY(tail_to_own(c, s));
     staged down[65];

@@ -228,45 +228,61 @@ namespace {
  * elements of each), its cp written 16 bytes at a time where rows allow (vec). The first version,
  * a thread per output element with two divisions each, took 0.42 ms on yolov5s's batch-32 input
  * (H100), a tenth of the model. */
-template <typename E>
-__global__ void k_nchw_to_nhwc_pad(const E *__restrict__ x, E *__restrict__ y, uint32_t pixels, uint32_t c, fastdiv hw,
+template <typename S, typename D> __device__ __forceinline__ D as_elem(S v) { return (D)v; }
+template <> __device__ __forceinline__ uint16_t as_elem<float, uint16_t>(float v) { return __half_as_ushort(__float2half_rn(v)); }
+
+template <typename S, typename D>
+__global__ void k_nchw_to_nhwc_pad(const S *__restrict__ x, D *__restrict__ y, uint32_t pixels, uint32_t c, fastdiv hw,
                                    uint32_t cp, int vec)
 {
     const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= pixels) return;
     const uint32_t nb = fdiv(i, hw), pix = i - nb * hw.d;
-    const E *xp = x + (size_t)nb * c * hw.d + pix;
-    E *yp = y + (size_t)i * cp;
-    constexpr uint32_t V = 16 / sizeof(E);
+    const S *xp = x + (size_t)nb * c * hw.d + pix;
+    D *yp = y + (size_t)i * cp;
+    constexpr uint32_t V = 16 / sizeof(D);
     if (vec) {
         for (uint32_t c0 = 0; c0 < cp; c0 += V) {
-            E v[V];
+            D v[V];
 #pragma unroll
-            for (uint32_t u = 0; u < V; u++) v[u] = c0 + u < c ? xp[(size_t)(c0 + u) * hw.d] : E(0);
+            for (uint32_t u = 0; u < V; u++) v[u] = c0 + u < c ? as_elem<S, D>(xp[(size_t)(c0 + u) * hw.d]) : D(0);
             *(uint4 *)(yp + c0) = pack16(v);
         }
     } else {
-        for (uint32_t ch = 0; ch < cp; ch++) yp[ch] = ch < c ? xp[(size_t)ch * hw.d] : E(0);
+        for (uint32_t ch = 0; ch < cp; ch++) yp[ch] = ch < c ? as_elem<S, D>(xp[(size_t)ch * hw.d]) : D(0);
     }
 }
 
 } // namespace
 
-extern "C" zci_status cu_nchw_to_nhwc_pad(const void *x, void *y, int64_t n, int64_t c, int64_t hw, int64_t cp, size_t es,
-                                          cudaStream_t s)
+extern "C" zci_status cu_nchw_to_nhwc_pad_as(const void *x, zci_dtype xt, void *y, zci_dtype yt, int64_t n, int64_t c,
+                                             int64_t hw, int64_t cp, cudaStream_t s)
 {
     const int64_t pixels = n * hw;
     if (!pixels || !cp) return ZCI_OK;
     const unsigned nb = blocks_for(pixels);
     const fastdiv d = make_fastdiv((uint32_t)hw);
+    const size_t es = zci_dtype_size(yt);
     const int vec = (cp * (int64_t)es) % 16 == 0 && ((uintptr_t)y & 15) == 0;
-    switch (es) {
-    case 2: k_nchw_to_nhwc_pad<uint16_t><<<nb, kThreads, 0, s>>>((const uint16_t *)x, (uint16_t *)y, (uint32_t)pixels, (uint32_t)c, d, (uint32_t)cp, vec); break;
-    case 4: k_nchw_to_nhwc_pad<uint32_t><<<nb, kThreads, 0, s>>>((const uint32_t *)x, (uint32_t *)y, (uint32_t)pixels, (uint32_t)c, d, (uint32_t)cp, vec); break;
-    default: return zci_error(ZCI_INTERNAL, "channel padding of %zu-byte elements", es);
-    }
+    const uint32_t P = (uint32_t)pixels, C = (uint32_t)c, CP = (uint32_t)cp;
+    if (xt == ZCI_FLOAT32 && yt == ZCI_FLOAT16)
+        k_nchw_to_nhwc_pad<float, uint16_t><<<nb, kThreads, 0, s>>>((const float *)x, (uint16_t *)y, P, C, d, CP, vec);
+    else if (xt == yt && es == 2)
+        k_nchw_to_nhwc_pad<uint16_t, uint16_t><<<nb, kThreads, 0, s>>>((const uint16_t *)x, (uint16_t *)y, P, C, d, CP, vec);
+    else if (xt == yt && es == 4)
+        k_nchw_to_nhwc_pad<uint32_t, uint32_t><<<nb, kThreads, 0, s>>>((const uint32_t *)x, (uint32_t *)y, P, C, d, CP, vec);
+    else
+        return zci_error(ZCI_INTERNAL, "channel padding from %s to %s", zci_dtype_name(xt), zci_dtype_name(yt));
     CU_LAUNCHED("channel padding");
     return ZCI_OK;
+}
+
+extern "C" zci_status cu_nchw_to_nhwc_pad(const void *x, void *y, int64_t n, int64_t c, int64_t hw, int64_t cp, size_t es,
+                                          cudaStream_t s)
+{
+    const zci_dtype t = es == 2 ? ZCI_FLOAT16 : es == 4 ? ZCI_FLOAT32 : ZCI_UINT8;
+    if (es != 2 && es != 4) return zci_error(ZCI_INTERNAL, "channel padding of %zu-byte elements", es);
+    return cu_nchw_to_nhwc_pad_as(x, t, y, t, n, c, hw, cp, s);
 }
 
 /* ---------------------------------------------------------------- Slice, Transpose, Expand */
