@@ -387,7 +387,7 @@ static zci_status warm_up_and_capture(cu_ctx *c)
     CU_TRY(cudaStreamSynchronize(c->own_stream));
     if (!c->s->opts.use_cuda_graph) return ZCI_OK;
     CU_TRY(cudaStreamBeginCapture(c->own_stream, cudaStreamCaptureModeThreadLocal));
-    c->capture_body = 1; /* without the output tail: the output edge launches it */
+    c->capture_body = 1; /* without the output tail and input heads: the edges launch them */
     zci_status st = c->use_side ? cu_run_nodes_streams(c, c->own_stream) : cu_run_nodes(c, c->own_stream);
     c->capture_body = 0;
     cudaGraph_t graph = NULL;

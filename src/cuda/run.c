@@ -22,6 +22,7 @@
 #include "cuda/cuda_debug.h"
 #include "cuda/cuda_internal.h"
 #include "cuda/dl.h"
+#include "ops/rowmap.h"
 
 /* Staging chunks: large enough that a DMA is efficient, small enough to overlap. */
 #define CHUNK_MIN ((size_t)512 << 10)
@@ -81,8 +82,7 @@ static zci_status output_edge_after_graph(cu_ctx *c, int i, void *dst, cudaStrea
 {
     if (i != c->tail_out || !c->graph_exec) return output_edge(c, i, dst, s);
     const zci_node *n = &c->g->nodes[c->tail_node];
-    const zci_tensor *y = &c->g->tensors[c->g->outputs[i]];
-    const int64_t rows = y->ndim >= 2 ? y->dims[y->ndim - 2] : 1;
+    const int64_t rows = ((const zci_rowmap_params *)n->params)->rows; /* per image */
     return cu_rowmap_launch_to(c, n, c->nodes[c->tail_node].state, s, 0, rows, dst, c->s->out_info[i].dtype);
 }
 
@@ -92,8 +92,7 @@ static zci_status tail_to_own(cu_ctx *c, cudaStream_t s)
 {
     if (c->tail_node < 0 || !c->graph_exec) return ZCI_OK;
     const zci_node *n = &c->g->nodes[c->tail_node];
-    const zci_tensor *y = &c->g->tensors[n->out[0]];
-    const int64_t rows = y->ndim >= 2 ? y->dims[y->ndim - 2] : 1;
+    const int64_t rows = ((const zci_rowmap_params *)n->params)->rows; /* per image */
     return cu_rowmap_launch_rows(c, n, c->nodes[c->tail_node].state, s, c->early_rm == c->tail_node ? c->early_rows : 0,
                                  rows);
 }
