@@ -402,6 +402,25 @@ static zci_status warm_up_and_capture(cu_ctx *c)
     CU_TRY(cudaGraphUpload(c->graph_exec, c->own_stream));
     CU_TRY(cudaGraphLaunch(c->graph_exec, c->own_stream));
     CU_TRY(cudaStreamSynchronize(c->own_stream));
+    if (c->early_rm < 0 || c->early_rm != c->tail_node) return ZCI_OK;
+    /* the device paths' graph: their output tail writes every row, so the early ones are not
+     * needed there (at batch 1 a kernel less before the tail) */
+    CU_TRY(cudaStreamBeginCapture(c->own_stream, cudaStreamCaptureModeThreadLocal));
+    c->capture_body = c->capture_no_early = 1;
+    st = c->use_side ? cu_run_nodes_streams(c, c->own_stream) : cu_run_nodes(c, c->own_stream);
+    c->capture_body = c->capture_no_early = 0;
+    graph = NULL;
+    e = cudaStreamEndCapture(c->own_stream, &graph);
+    if (st != ZCI_OK) {
+        if (graph) cudaGraphDestroy(graph);
+        return zci_error_prefix(st, "while capturing the CUDA graph");
+    }
+    if (e != cudaSuccess) return cu_cuda_error(e, "cudaStreamEndCapture");
+    c->graph_dev = graph;
+    CU_TRY(cudaGraphInstantiate(&c->graph_exec_dev, c->graph_dev, 0));
+    CU_TRY(cudaGraphUpload(c->graph_exec_dev, c->own_stream));
+    CU_TRY(cudaGraphLaunch(c->graph_exec_dev, c->own_stream));
+    CU_TRY(cudaStreamSynchronize(c->own_stream));
     return ZCI_OK;
 }
 
@@ -527,6 +546,8 @@ static void release_ctx(cu_ctx *c)
     if (c->side_stream) cudaStreamSynchronize(c->side_stream);
     if (c->graph_exec) cudaGraphExecDestroy(c->graph_exec);
     if (c->graph) cudaGraphDestroy(c->graph);
+    if (c->graph_exec_dev) cudaGraphExecDestroy(c->graph_exec_dev);
+    if (c->graph_dev) cudaGraphDestroy(c->graph_dev);
     cu_streams_release(c);
     if (c->nodes)
         for (int i = 0; i < g->n_nodes; i++) {

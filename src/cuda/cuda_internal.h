@@ -88,6 +88,11 @@ struct cu_ctx {
     /* CUDA graph of the body (all nodes), captured at prepare on the own buffers. */
     cudaGraph_t graph;
     cudaGraphExec_t graph_exec;
+    /* The same body without the early output rows (c->early_*), which only the regular path
+     * uses, for the zero-copy and own-buffer paths (whose output tail writes every row); NULL:
+     * graph_exec serves them too. */
+    cudaGraph_t graph_dev;
+    cudaGraphExec_t graph_exec_dev;
 
     /* Ordering between runs queued on different streams (they share the arena). */
     cudaEvent_t done;
@@ -147,6 +152,7 @@ struct cu_ctx {
     int tail_node;           /* the RowMap node (graph index) */
     int tail_out;            /* the model output it writes */
     int capture_body;
+    int capture_no_early;    /* set while capturing graph_dev */
     /* Its counterpart at the inputs (cu_plan_input_heads), per model input: 1 where only the
      * padded NHWC copy is read, which the input edge then writes straight from the caller's
      * buffer and type (one pass instead of a conversion and the graph's layout pass). */

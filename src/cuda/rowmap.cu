@@ -47,6 +47,8 @@ struct dev_part {
      * columns [op_lo, op_hi) hold every branch with operations; the part's tiles are blocks
      * [tile0, tile0 + tiles) of an image's (set per launch) */
     int pdim0, A, npix, ld, seg, op_lo, op_hi, tiles, tile0;
+    fastdiv div_aw, div_w;              /* by A x (op_hi - op_lo) and by op_hi - op_lo */
+    fastdiv div_dim[ZCI_RM_MAX_RANK];   /* by dims[d], for the pixel dims */
 };
 
 /* The kernel's parameters (about 3 KB, under the 4 KB every CUDA version takes). A launch
@@ -57,10 +59,12 @@ struct dev_plan {
     int tiles;       /* 1: every part qualifies for k_rowmap_tiles */
     int pix;         /* its pixels per block (a multiple of 8) */
     int seg_max;     /* the parts' largest seg: shared memory is pix x seg_max elements */
+    int sms;         /* the device's multiprocessors */
     int q_lo;        /* the first part of a launch of it */
     fastdiv div_cols;
     dev_part part[ZCI_RM_MAX_PARTS];
 };
+static_assert(sizeof(dev_plan) <= 4096, "RowMap's plan is passed as a kernel parameter");
 
 template <typename E, typename O> __global__ void __launch_bounds__(kThreads) k_rowmap(const dev_plan p, O *__restrict__ y)
 {
@@ -168,20 +172,26 @@ __device__ __forceinline__ float tile_ops(const dev_part &pt, float v, int n, in
     int b = 0;
     while (b + 1 < pt.n_branches && c >= pt.hi[b]) b++;
     const int last = pt.rank - 1;
+    /* the pixel's coordinates, once for all operands */
+    int coord[ZCI_RM_MAX_RANK] = {0};
+    for (int d = last - 1, r = pix; d >= pt.pdim0; d--) {
+        const int q = (int)fdiv((uint32_t)r, pt.div_dim[d]);
+        coord[d] = r - q * pt.dims[d];
+        r = q;
+    }
     for (int o = 0; o < pt.n_ops[b]; o++) {
         const int j = b * ZCI_RM_MAX_OPS + o;
         float kv = pt.scalar[j];
         if (pt.k[j]) {
             const int *ks = pt.kstr[j];
             int off = n * ks[0] + (c - pt.lo[b]) * ks[last] + (pt.pdim0 == 2 ? a * ks[1] : 0);
-            for (int d = last - 1, r = pix; d >= pt.pdim0; d--) {
-                const int q = r / pt.dims[d];
-                off += (r - q * pt.dims[d]) * ks[d];
-                r = q;
-            }
+#pragma unroll
+            for (int d = 1; d < ZCI_RM_MAX_RANK - 1; d++)
+                if (d >= pt.pdim0 && d < last) off += coord[d] * ks[d];
             kv = to_f(((const E *)pt.k[j])[off]);
         }
-        v = zci_rm_apply(pt.code[j], v, kv);
+        /* v^2 as a product: exact, where powf is within a few ulp (YOLOv5's box sizes) */
+        v = pt.code[j] == ZCI_RM_POW && kv == 2.f ? v * v : zci_rm_apply(pt.code[j], v, kv);
     }
     return v;
 }
@@ -230,7 +240,8 @@ __global__ void __launch_bounds__(kThreads) k_rowmap_tiles(const dev_plan p, O *
     const int W = pt.op_hi - pt.op_lo;
     if (W > 0) {
         for (int e = threadIdx.x; e < np * A * W; e += blockDim.x) {
-            const int pl = e / (A * W), r = e - pl * (A * W), a = r / W, c = pt.op_lo + (r - a * W);
+            const int pl = (int)fdiv((uint32_t)e, pt.div_aw), r = e - pl * (A * W), a = (int)fdiv((uint32_t)r, pt.div_w);
+            const int c = pt.op_lo + (r - a * W);
             E &v = s[pl * seg + a * C + c];
             v = from_f<E>(tile_ops<E>(pt, to_f(v), n, a, p0 + pl, c));
         }
@@ -339,6 +350,10 @@ void plan_tiles(const cu_ctx *c, const zci_node *n, dev_plan *d)
                 pt->op_lo = pt->lo[b] < pt->op_lo ? pt->lo[b] : pt->op_lo;
                 pt->op_hi = pt->hi[b] > pt->op_hi ? pt->hi[b] : pt->op_hi;
             }
+        const int W = pt->op_hi > pt->op_lo ? pt->op_hi - pt->op_lo : 1;
+        pt->div_aw = make_fastdiv((uint32_t)(pt->A * W));
+        pt->div_w = make_fastdiv((uint32_t)W);
+        for (int dd = pt->pdim0; dd < last; dd++) pt->div_dim[dd] = make_fastdiv((uint32_t)pt->dims[dd]);
         seg_max = pt->seg > seg_max ? pt->seg : seg_max;
     }
     /* pixels per block: as many as 32 KB of shared memory holds, a multiple of 8, at most kMaxPix */
@@ -346,6 +361,12 @@ void plan_tiles(const cu_ctx *c, const zci_node *n, dev_plan *d)
     if (pix < 8) return;
     d->pix = pix > kMaxPix ? kMaxPix : pix;
     d->seg_max = seg_max;
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c->device) != cudaSuccess || sms <= 0) {
+        (void)cudaGetLastError();
+        sms = 132;
+    }
+    d->sms = sms;
     d->div_cols = make_fastdiv((uint32_t)C);
     d->tiles = 1;
 }
@@ -450,6 +471,13 @@ extern "C" zci_status cu_rowmap_launch_to(cu_ctx *c, const zci_node *n, void *st
     const int h_in = et == ZCI_FLOAT16, h_out = yt == ZCI_FLOAT16;
     if (d.tiles) { /* the parts whose rows [lo, hi) are, when it starts and ends at part boundaries */
         int q_lo = -1, q_hi = -1, tiles = 0;
+        /* pixels per block: fewer where the launch is small (batch 1), so that every
+         * multiprocessor gets about four blocks; the block's load-operate-store is serial */
+        int64_t pixels = 0;
+        for (int q = 0; q < d.n_parts; q++)
+            if (d.part[q].row0 >= lo && d.part[q].row0 + d.part[q].rows <= hi) pixels += d.part[q].npix;
+        const int64_t want = (pixels * images + 4 * d.sms - 1) / (4 * d.sms);
+        if (want < d.pix) d.pix = want <= 8 ? 8 : (int)((want + 7) / 8 * 8);
         for (int q = 0; q < d.n_parts; q++) {
             if (d.part[q].row0 == lo) q_lo = q;
             if (q_lo >= 0 && q_hi < 0) {

@@ -327,6 +327,16 @@ static zci_status run_body(cu_ctx *c, cudaStream_t s)
     return cu_run_nodes(c, s);
 }
 
+/* The body for the zero-copy and own-buffer paths (graph_dev where there is one). */
+static zci_status run_body_dev(cu_ctx *c, cudaStream_t s)
+{
+    if (c->graph_exec_dev) {
+        CU_TRY(cudaGraphLaunch(c->graph_exec_dev, s));
+        return ZCI_OK;
+    }
+    return run_body(c, s);
+}
+
 /* Model outputs the body writes straight into the caller's buffer (no graph): produced by a
  * node, in the I/O type, and not named twice. */
 static int can_bind_output(const cu_ctx *c, int i)
@@ -360,7 +370,7 @@ static zci_status run_device(cu_ctx *c, const zci_run_args *a, cudaStream_t s)
     ZCI_TRY(order_after_last(c, s));
     if (c->graph_exec) {
         for (int i = 0; i < ss->n_in; i++) ZCI_TRY(input_edge_before_graph(c, i, a->inputs[i], s));
-        ZCI_TRY(run_body(c, s));
+        ZCI_TRY(run_body_dev(c, s));
         for (int i = 0; i < ss->n_out; i++) ZCI_TRY(output_edge_after_graph(c, i, a->outputs[i], s));
         return mark_done(c, s);
     }
@@ -390,7 +400,7 @@ static zci_status run_own(cu_ctx *c, cudaStream_t s)
 {
     ZCI_TRY(order_after_last(c, s));
     for (int i = 0; i < c->s->n_in; i++) ZCI_TRY(input_edge_before_graph(c, i, c->in_buf[i], s));
-    ZCI_TRY(run_body(c, s));
+    ZCI_TRY(run_body_dev(c, s));
     for (int i = 0; i < c->s->n_out; i++) ZCI_TRY(output_edge_after_graph(c, i, c->out_buf[i], s));
     return mark_done(c, s);
 }

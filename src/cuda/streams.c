@@ -376,7 +376,7 @@ void cu_plan_tail(cu_ctx *c)
 /* After node i: the early output rows when i is the node they wait for (cu_launch_node). */
 zci_status cu_launch_early_rows(cu_ctx *c, int i, cudaStream_t s)
 {
-    if (c->early_rm < 0 || i != c->early_after) return ZCI_OK;
+    if (c->early_rm < 0 || i != c->early_after || c->capture_no_early) return ZCI_OK;
     const zci_node *n = &c->g->nodes[c->early_rm];
     ZCI_TRY(cu_rowmap_launch_rows(c, n, c->nodes[c->early_rm].state, s, 0, c->early_rows));
     enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
