@@ -1,21 +1,20 @@
-/* rowmap.cu: RowMap (ops/rowmap.h) on the GPU: a detection head's tail in one kernel.
+/* rowmap.cu: RowMap (ops/rowmap.h) on the GPU: a detection head's tail in one pass over the
+ * data, instead of the dozen passes of the Transpose, Slices, Mul/Add/Pow and Concats it
+ * replaces. Offsets are 32-bit: the backend refuses tensors of 2^31 elements or more. Two kernels:
  *
- * Each block takes 64 output rows. First one thread per row finds where the row reads (its
- * part, the source offset of its column 0, and each operand's offset), into shared memory; then
- * a warp per row walks its columns, so the writes are contiguous and the reads are too where a
- * row's columns are (the NHWC view of a YOLO head's convolution: a row is 85 channels of one
- * pixel). (The first version walked the block's elements in output order with a division per
- * element: 0.52 ms for yolov5s at batch 32, an eighth of the model.) One pass over the data instead of the dozen passes of the
- * Transpose, Slices, Mul/Add/Pow and Concats it replaces. Offsets are 32-bit: the backend
- * refuses tensors of 2^31 elements or more.
+ * k_rowmap_tiles, wherever the source allows it (plan_tiles: columns contiguous, pixels 16-byte
+ * aligned; a YOLO head's NHWC view with padded rows): a block takes up to 64 "pixels" of one part
+ * (a pixel: the source position of all mid dims but the group dim, T's dim 1 when its stride is
+ * the row length, i.e. a YOLO head's anchors), reads each pixel's group x C elements with 16-byte
+ * loads into shared memory, applies the columns' operations there once, then writes each
+ * group's rows (contiguous in the output) 16 bytes at a time, in the output's type or the
+ * caller's (the output tail, run.c). yolov5s at batch 32 on the H100: 0.161 ms.
  *
- * Where the source allows it, k_rowmap_tiles does the same through shared memory (0.445 ms of
- * the 3.9 ms of yolov5s at batch 32 on the H100 with the kernel above, which Nsight Compute found
- * bound by issuing loads and stores of 2 bytes each): a block takes P "pixels" of one part (a
- * pixel: the source position of all mid dims but the group dim, T's dim 1 when its stride is
- * the row length; a YOLO head's anchors), reads each pixel's group x C elements with 16-byte
- * loads into shared memory, then writes the group's P x C output elements (contiguous in the
- * output) 16 bytes at a time. */
+ * k_rowmap otherwise (ZCI_CUDA_NO_ROWMAP_TILES=1 forces it): each block takes 64 output rows;
+ * one thread per row finds where the row reads (its part, the source offset of its column 0,
+ * each operand's offset), then a warp per row walks its columns with a per-column branch table
+ * in shared memory. 0.445 ms for the same model, bound by issuing loads and stores of 2 bytes
+ * each (Nsight Compute); the version before it, a division per element, 0.52 ms. */
 #include "cuda/kernels.cuh"
 #include "ops/rowmap.h"
 
