@@ -379,17 +379,16 @@ static zci_status alloc_workspace(cu_ctx *c)
     return ZCI_OK;
 }
 
-/* One eager run (loads kernels, lets the libraries initialise lazily what they do), then the
- * capture of the body on the own stream. */
-static zci_status warm_up_and_capture(cu_ctx *c)
+/* The body captured on the own stream without the output tail and input heads (the edges
+ * launch them), and without the early output rows where no_early is set; instantiated, uploaded
+ * and replayed once. */
+static zci_status capture_body_graph(cu_ctx *c, int no_early, cudaGraph_t *graph_out, cudaGraphExec_t *exec_out)
 {
-    ZCI_TRY(cu_run_nodes(c, c->own_stream));
-    CU_TRY(cudaStreamSynchronize(c->own_stream));
-    if (!c->s->opts.use_cuda_graph) return ZCI_OK;
     CU_TRY(cudaStreamBeginCapture(c->own_stream, cudaStreamCaptureModeThreadLocal));
-    c->capture_body = 1; /* without the output tail and input heads: the edges launch them */
+    c->capture_body = 1;
+    c->capture_no_early = no_early;
     zci_status st = c->use_side ? cu_run_nodes_streams(c, c->own_stream) : cu_run_nodes(c, c->own_stream);
-    c->capture_body = 0;
+    c->capture_body = c->capture_no_early = 0;
     cudaGraph_t graph = NULL;
     cudaError_t e = cudaStreamEndCapture(c->own_stream, &graph);
     if (st != ZCI_OK) {
@@ -397,31 +396,26 @@ static zci_status warm_up_and_capture(cu_ctx *c)
         return zci_error_prefix(st, "while capturing the CUDA graph");
     }
     if (e != cudaSuccess) return cu_cuda_error(e, "cudaStreamEndCapture");
-    c->graph = graph;
-    CU_TRY(cudaGraphInstantiate(&c->graph_exec, c->graph, 0));
-    CU_TRY(cudaGraphUpload(c->graph_exec, c->own_stream));
-    CU_TRY(cudaGraphLaunch(c->graph_exec, c->own_stream));
-    CU_TRY(cudaStreamSynchronize(c->own_stream));
-    if (c->early_rm < 0 || c->early_rm != c->tail_node) return ZCI_OK;
-    /* the device paths' graph: their output tail writes every row, so the early ones are not
-     * needed there (at batch 1 a kernel less before the tail) */
-    CU_TRY(cudaStreamBeginCapture(c->own_stream, cudaStreamCaptureModeThreadLocal));
-    c->capture_body = c->capture_no_early = 1;
-    st = c->use_side ? cu_run_nodes_streams(c, c->own_stream) : cu_run_nodes(c, c->own_stream);
-    c->capture_body = c->capture_no_early = 0;
-    graph = NULL;
-    e = cudaStreamEndCapture(c->own_stream, &graph);
-    if (st != ZCI_OK) {
-        if (graph) cudaGraphDestroy(graph);
-        return zci_error_prefix(st, "while capturing the CUDA graph");
-    }
-    if (e != cudaSuccess) return cu_cuda_error(e, "cudaStreamEndCapture");
-    c->graph_dev = graph;
-    CU_TRY(cudaGraphInstantiate(&c->graph_exec_dev, c->graph_dev, 0));
-    CU_TRY(cudaGraphUpload(c->graph_exec_dev, c->own_stream));
-    CU_TRY(cudaGraphLaunch(c->graph_exec_dev, c->own_stream));
+    *graph_out = graph;
+    CU_TRY(cudaGraphInstantiate(exec_out, graph, 0));
+    CU_TRY(cudaGraphUpload(*exec_out, c->own_stream));
+    CU_TRY(cudaGraphLaunch(*exec_out, c->own_stream));
     CU_TRY(cudaStreamSynchronize(c->own_stream));
     return ZCI_OK;
+}
+
+/* One eager run (loads kernels, lets the libraries initialise lazily what they do), then the
+ * capture of the body on the own stream: the graph of every path, and where the regular path
+ * writes early output rows, the device paths' graph without them (their output tail writes every
+ * row; at batch 1 a kernel less before the tail). */
+static zci_status warm_up_and_capture(cu_ctx *c)
+{
+    ZCI_TRY(cu_run_nodes(c, c->own_stream));
+    CU_TRY(cudaStreamSynchronize(c->own_stream));
+    if (!c->s->opts.use_cuda_graph) return ZCI_OK;
+    ZCI_TRY(capture_body_graph(c, 0, &c->graph, &c->graph_exec));
+    if (c->early_rm < 0 || c->early_rm != c->tail_node) return ZCI_OK;
+    return capture_body_graph(c, 1, &c->graph_dev, &c->graph_exec_dev);
 }
 
 /* The whole body captured as a graph with the both-ways convolutions on `variant`, on one stream

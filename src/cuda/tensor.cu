@@ -27,10 +27,9 @@ struct gplan32 {
 void set_divisors(gplan32 &g)
 {
     for (int d = 0; d < g.nd; d++) {
-        uint32_t shift = 0;
-        while ((1ull << shift) < g.dims[d]) shift++;
-        g.shr[d] = shift;
-        g.mul[d] = (uint32_t)((((1ull << 32) * ((1ull << shift) - g.dims[d])) / g.dims[d]) + 1);
+        const fastdiv f = make_fastdiv((uint32_t)g.dims[d]);
+        g.shr[d] = f.shift;
+        g.mul[d] = f.mul;
     }
 }
 
